@@ -1,0 +1,28 @@
+"""Networks: the densenet121 encoder for MONAI FlexibleUNet and the ISL network builders."""
+
+from __future__ import annotations
+
+from .densenet import (
+    DENSENET121_IMAGENET_FILE,
+    DENSENET121_IMAGENET_URL,
+    DenseNet121Encoder,
+    PaddedFlexibleUNet,
+    default_imagenet_weights_path,
+    load_imagenet_weights,
+    pad_to_multiple,
+    register_flexunet_backbone,
+)
+
+# Makes FlexibleUNet(backbone="densenet121") available as soon as monai_isl is imported; idempotent.
+register_flexunet_backbone()
+
+__all__ = [
+    "DENSENET121_IMAGENET_FILE",
+    "DENSENET121_IMAGENET_URL",
+    "DenseNet121Encoder",
+    "PaddedFlexibleUNet",
+    "default_imagenet_weights_path",
+    "load_imagenet_weights",
+    "pad_to_multiple",
+    "register_flexunet_backbone",
+]

@@ -1,0 +1,336 @@
+"""From the network's distance map and mask probability to an instance label image (paper: h-maxima + watershed).
+
+Definition (what :func:`hmaxima_watershed_reference` computes with scikit-image in float64):
+
+* the domain is the foreground ``mask > mask_threshold``; the distance map ``f`` is only looked at there
+  (pixels outside the mask never connect two cells);
+* markers are the 8-connected regional maxima of ``HMAX_h(f)``, the reconstruction by dilation of ``f - h``
+  under ``f``: one marker per dome whose height above the saddle to any higher dome is more than ``h``
+  (domes with a smaller dynamic are absorbed by their neighbour);
+* every mask pixel is flooded (8-connected watershed of ``-f``) from those markers. A mask component whose
+  whole relief is within ``h`` (a flat map, for instance) is a single marker, hence a single instance.
+
+:func:`hmaxima_watershed` computes the same partition in one pass, 10-40x faster than scikit-image: a
+union-find flooding of the mask pixels in decreasing order of ``f`` (a counting sort of ``f`` quantised to
+65536 levels over its range in the mask, about 0.004 on the 0..255 scale), where two basins that meet stay
+apart only when both already rise more than ``h`` above the meeting level. That rule is exactly the
+h-maxima marker condition, so markers and flooding come out of the same pass. Only pixels on plateaus
+(ties between two basins) and peaks whose dynamic is within a quantisation step of ``h`` can differ from the
+reference; the agreement is checked in the tests and ``benchmarks/bench_postprocessing.py`` (mAP >= 0.99).
+The kernel needs numba (a runtime dependency: no scikit-image, SciPy or ITK filter does markers and flooding
+in one linear pass, and their chain takes 1.5-7 s on a 2160 x 2160 field); without numba the reference is
+used.
+
+Distance maps are on a 0..255 scale (see :class:`monai_isl.transforms.InstanceToDistanced`); ``h = 10`` is the
+paper's default. Note that the paper's code in effect kept only peaks of dynamic >= ~30 (its maps were
+rescaled and cast before ``h_maxima``), so a smaller ``h`` here splits more than the published pipeline did.
+Unlike the reference code (uint8 labels, at most 254 cells) the number of instances is not capped: labels are
+uint16, or uint32 past 65535 instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_dst_type
+from scipy import ndimage as ndi
+
+__all__ = ["HMaximaWatershedd", "hmaxima_watershed", "hmaxima_watershed_reference", "numba_available"]
+
+_KERNEL = None
+
+
+def numba_available() -> bool:
+    """Whether the fast kernel can be used (numba importable)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _finish_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    return labels.astype(np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32, copy=False)
+
+
+def _as_2d_pair(distance: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """C-contiguous maps for the kernel: distance in float32 (float64 kept), mask in float32 (two signatures)."""
+    distance = np.asarray(distance)
+    distance = np.ascontiguousarray(distance, dtype=np.float64 if distance.dtype == np.float64 else np.float32)
+    mask = np.ascontiguousarray(mask, dtype=np.float32)
+    if distance.ndim != 2 or distance.shape != mask.shape:
+        raise ValueError(f"distance and mask must be 2D of the same shape, got {distance.shape} and {mask.shape}")
+    return distance, mask
+
+
+def _check_inputs(distance: np.ndarray, mask: np.ndarray, mask_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    distance = np.asarray(distance)
+    mask = np.asarray(mask)
+    if distance.ndim != 2 or distance.shape != mask.shape:
+        raise ValueError(f"distance and mask must be 2D of the same shape, got {distance.shape} and {mask.shape}")
+    return distance, mask > mask_threshold
+
+
+def _flood(distance: np.ndarray, prob: np.ndarray, mask_threshold: float, h: float) -> tuple[np.ndarray, int]:
+    """Marker-controlled watershed from h-maxima, 8-connected, in three local passes and one small union-find.
+
+    1. every mask pixel points to its highest 8-neighbour that is flooded before it (higher, or as high and
+       earlier in raster order): following the pointers gives each pixel's basin, one per regional maximum
+       (plateaus end up in one or a few basins, linked in step 2);
+    2. every pair of touching pixels of two basins is an edge at level min(f(p), f(q)); edges are counting-
+       sorted by that level (16-bit bins over the range of f in the mask);
+    3. going down the edges, two basins merge unless both already rise more than ``h`` above the edge's
+       level (both hold an h-maximum: a watershed line); the lower one is absorbed otherwise.
+
+    This is the flooding of the pixels in decreasing order of f (union-find) computed on basins instead of
+    pixels, which keeps every pass over the image local in memory. Plain Python so that it reads and runs
+    without numba (on small images); :func:`_get_kernel` compiles it. Returns int32 labels and their count.
+    """
+    height, width = distance.shape
+    f = distance.ravel()
+    pr = prob.ravel()
+    n_pix = f.size
+    inside = np.zeros(n_pix, np.bool_)
+    low = np.inf
+    high = -np.inf
+    for i in range(n_pix):
+        if pr[i] > mask_threshold:
+            inside[i] = True
+            v = f[i]
+            if not np.isfinite(v):
+                raise ValueError("distance must be finite inside the mask")
+            low = min(low, v)
+            high = max(high, v)
+    labels = np.zeros(n_pix, np.int32)
+    if not high >= low:  # empty mask
+        return labels.reshape(height, width), 0
+    dy = (-1, -1, -1, 0, 0, 1, 1, 1)
+    dx = (-1, 0, 1, -1, 1, -1, 0, 1)
+    # 1. steepest ascent pointers, then each pixel's basin (the root its pointers lead to)
+    root = np.empty(n_pix, np.int32)
+    for p in range(n_pix):
+        if not inside[p]:
+            continue
+        y = p // width
+        x = p - y * width
+        best = p
+        best_value = f[p]
+        for j in range(8):
+            yy = y + dy[j]
+            xx = x + dx[j]
+            if 0 <= yy < height and 0 <= xx < width:
+                n = yy * width + xx
+                if inside[n] and (f[n] > best_value or (f[n] == best_value and best == p and n < p)):
+                    best = n
+                    best_value = f[n]
+        root[p] = best
+    for p in range(n_pix):
+        if not inside[p]:
+            continue
+        r = p
+        while root[r] != r:
+            r = root[r]
+        q = p
+        while root[q] != r:
+            nxt = root[q]
+            root[q] = r
+            q = nxt
+    # 2. basin-to-basin edges (forward neighbours only), counting-sorted by decreasing level
+    n_bins = 65536
+    scale = (n_bins - 1) / (high - low) if high > low else 0.0
+    start = np.zeros(n_bins + 1, np.int64)
+    fy = (0, 1, 1, 1)
+    fx = (1, -1, 0, 1)
+    for p in range(n_pix):
+        if not inside[p]:
+            continue
+        y = p // width
+        x = p - y * width
+        for j in range(4):
+            yy = y + fy[j]
+            xx = x + fx[j]
+            if yy < height and 0 <= xx < width:
+                n = yy * width + xx
+                if inside[n] and root[n] != root[p]:
+                    level = min(f[p], f[n])
+                    start[n_bins - 1 - int((level - low) * scale + 0.5)] += 1
+    total = 0
+    for k in range(n_bins + 1):
+        count = start[k]
+        start[k] = total
+        total += count
+    edge_a = np.empty(total, np.int32)
+    edge_b = np.empty(total, np.int32)
+    edge_level = np.empty(total, f.dtype)
+    for p in range(n_pix):
+        if not inside[p]:
+            continue
+        y = p // width
+        x = p - y * width
+        for j in range(4):
+            yy = y + fy[j]
+            xx = x + fx[j]
+            if yy < height and 0 <= xx < width:
+                n = yy * width + xx
+                if inside[n] and root[n] != root[p]:
+                    level = min(f[p], f[n])
+                    k = n_bins - 1 - int((level - low) * scale + 0.5)
+                    edge_a[start[k]] = root[p]
+                    edge_b[start[k]] = root[n]
+                    edge_level[start[k]] = level
+                    start[k] += 1
+    # 3. merge basins down the edges; a basin is marked once its peak is more than h above the edge level
+    parent = root  # basin roots are their own parent already; other entries are never read from here on
+    for e in range(total):
+        a = edge_a[e]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        b = edge_b[e]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a == b:
+            continue
+        level = edge_level[e]
+        marked_a = f[a] - level > h
+        marked_b = f[b] - level > h
+        if marked_a and marked_b:
+            continue
+        # the root of a merged basin is its highest pixel, so f[root] stays the basin's peak
+        if marked_b or (not marked_a and f[b] > f[a]):
+            parent[a] = b
+        else:
+            parent[b] = a
+    n_labels = 0
+    for p in range(n_pix):
+        if inside[p] and parent[p] == p:
+            n_labels += 1
+            labels[p] = n_labels
+    for p in range(n_pix):
+        if inside[p] and labels[p] == 0:
+            r = root[p]
+            while parent[r] != r:
+                r = parent[r]
+            labels[p] = labels[r]
+    return labels.reshape(height, width), n_labels
+
+
+def _get_kernel():
+    """``_flood`` compiled by numba (once per process; cached on disk where the package is writable)."""
+    global _KERNEL
+    if _KERNEL is None:
+        import numba
+
+        _KERNEL = numba.njit(cache=True, nogil=True)(_flood)
+    return _KERNEL
+
+
+def hmaxima_watershed(
+    distance: np.ndarray,
+    mask: np.ndarray,
+    h: float = 10.0,
+    mask_threshold: float = 0.5,
+    method: str = "auto",
+) -> np.ndarray:
+    """Instance labels (uint16, uint32 past 65535 cells) from a distance map and a mask probability map.
+
+    ``method``: ``"fast"`` (numba union-find, see the module docstring), ``"reference"`` (scikit-image,
+    float64) or ``"auto"`` (fast when numba is installed). An empty mask gives all zeros.
+    """
+    if method not in ("auto", "fast", "reference"):
+        raise ValueError(f"method must be 'auto', 'fast' or 'reference', got {method!r}")
+    if method == "reference" or (method == "auto" and not numba_available()):
+        return hmaxima_watershed_reference(distance, mask, h=h, mask_threshold=mask_threshold)
+    distance, mask = _as_2d_pair(distance, mask)
+    labels, n = _get_kernel()(distance, mask, float(mask_threshold), float(h))
+    return _finish_labels(labels, n)
+
+
+def hmaxima_watershed_reference(
+    distance: np.ndarray, mask: np.ndarray, h: float = 10.0, mask_threshold: float = 0.5
+) -> np.ndarray:
+    """The definition, in float64 with scikit-image: ``local_maxima(reconstruction(f - h, f))`` markers and an
+    8-connected ``watershed(-f)`` in the mask. Slow (seconds on 2160 x 2160); the yardstick for the fast path."""
+    from skimage.morphology import local_maxima, reconstruction
+    from skimage.segmentation import watershed
+
+    distance, inside = _check_inputs(distance, mask, mask_threshold)
+    if not inside.any():
+        return np.zeros(distance.shape, np.uint16)
+    f = distance.astype(np.float64)
+    # outside the mask: low enough that no level set at or above (min - h) reaches it
+    f = np.where(inside, f, f[inside].min() - 2 * abs(float(h)) - 1.0)
+    hmax = reconstruction(f - h, f, method="dilation", footprint=np.ones((3, 3), bool))
+    eight = np.ones((3, 3), bool)
+    markers, _ = ndi.label(local_maxima(hmax, connectivity=2) & inside, structure=eight)
+    labels = watershed(-f, markers, mask=inside, connectivity=2)
+    missing = inside & (labels == 0)  # mask pixels no marker reached: one instance per component
+    if missing.any():
+        extra, n_extra = ndi.label(missing, structure=eight)
+        labels = np.where(missing, extra + labels.max(), labels)
+    n = int(labels.max())
+    return _finish_labels(labels, n)
+
+
+class HMaximaWatershedd(MapTransform):
+    """Instance labels ``(1, H, W)`` from a 2-channel network output (distance, mask probability).
+
+    For each key the output ``(C, H, W)`` (numpy or tensor) gives ``distance = x[distance_channel]`` and
+    ``mask = x[mask_channel]`` (a probability; ``sigmoid=True`` if that channel holds logits). The labels are
+    written to ``output_key`` (one per key; default ``"<key>_inst"``) as the same kind of array as the input:
+    uint16/uint32 numpy, or an int32 (int64 past 2**31 - 1 cells) tensor keeping a MetaTensor's metadata.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_key: str | Sequence[str] | None = None,
+        h: float = 10.0,
+        mask_threshold: float = 0.5,
+        distance_channel: int = 0,
+        mask_channel: int = 1,
+        sigmoid: bool = False,
+        method: str = "auto",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if output_key is None:
+            self.output_keys = [f"{k}_inst" for k in self.keys]
+        elif isinstance(output_key, str):
+            self.output_keys = [output_key]
+        else:
+            self.output_keys = list(output_key)
+        if len(self.output_keys) != len(self.keys):
+            raise ValueError(f"need one output_key per key, got {self.output_keys} for {list(self.keys)}")
+        self.h = h
+        self.mask_threshold = mask_threshold
+        self.distance_channel = distance_channel
+        self.mask_channel = mask_channel
+        self.sigmoid = sigmoid
+        self.method = method
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key, out_key in self.key_iterator(d, self.output_keys):
+            x = d[key]
+            arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            if arr.ndim != 3:
+                raise ValueError(f"{key}: expected a (C, H, W) network output, got shape {arr.shape}")
+            mask = arr[self.mask_channel].astype(np.float64)
+            if self.sigmoid:
+                mask = 1.0 / (1.0 + np.exp(-mask))
+            labels = hmaxima_watershed(
+                arr[self.distance_channel], mask, h=self.h, mask_threshold=self.mask_threshold, method=self.method
+            )[None]
+            if isinstance(x, torch.Tensor):
+                dtype = torch.int32 if labels.max(initial=0) < 2**31 else torch.int64
+                d[out_key] = convert_to_dst_type(labels.astype(np.int64), x, dtype=dtype)[0]
+            else:
+                d[out_key] = labels
+        return d

@@ -1,0 +1,10 @@
+"""Dictionary transforms referenced from the bundle configs."""
+
+from .field import (  # noqa: F401
+    ApplyPercentilesd,
+    LoadFieldd,
+    PercentileStatsd,
+    RandCropSamplesd,
+    WriteFieldd,
+)
+from .instance import InstanceToDistanced, InstanceToMaskd, instance_distance  # noqa: F401

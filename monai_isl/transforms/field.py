@@ -1,0 +1,263 @@
+"""Dictionary transforms for whole microscopy fields: load channels, normalise by percentiles, crop, write.
+
+The order used by every bundle::
+
+    LoadFieldd -> PercentileStatsd -> [RandCropSamplesd] -> ApplyPercentilesd -> EnsureTyped
+
+Everything up to the first random transform is deterministic, so MONAI's ``CacheDataset`` keeps the decoded
+fields in their native dtype (2 bytes per uint16 pixel) plus a few percentiles; crops are cut and scaled to
+float32 on the fly. Percentiles are per image and per channel, computed on the whole field, so a crop is scaled
+exactly as the full field is at inference time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+from monai.utils import ensure_tuple_rep
+
+from ..io import read_image, write_image
+
+STATS_SUFFIX = "_percentiles"
+
+
+def _files(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+
+
+def _spatial(array: np.ndarray | torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(s) for s in array.shape[1:])
+
+
+class LoadFieldd(MapTransform):
+    """Read each key's file(s) and stack them as channels ``(C, H, W)``, in the files' native dtype.
+
+    A key listing several files gets one channel per file (e.g. two bright-field planes and a phase-contrast
+    image). Keys in ``max_project`` are reduced to one channel by a maximum over their files/channels, as the
+    paper does for its DAPI z-stacks. Checks, with the offending file or key in the message: all files of an item
+    share one spatial shape, channel counts match ``expected_channels`` (the network's ``in_channels``), no NaN/inf.
+
+    Args:
+        keys: item keys holding file paths.
+        max_project: keys whose channels are max-projected to one.
+        expected_channels: ``{key: n}`` channel counts to enforce after projection.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        max_project: KeysCollection = (),
+        expected_channels: Mapping[str, int] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.max_project = set(ensure_tuple_rep(max_project, 1) if isinstance(max_project, str) else max_project)
+        self.expected_channels = dict(expected_channels or {})
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        reference: tuple[tuple[int, ...], str] | None = None
+        for key in self.key_iterator(d):
+            files = _files(d[key])
+            channels = []
+            for f in files:
+                array = read_image(f)
+                if reference is None:
+                    reference = (_spatial(array), f)
+                elif _spatial(array) != reference[0]:
+                    raise ValueError(
+                        f"key '{key}': image '{f}' has spatial shape {_spatial(array)}, but '{reference[1]}' of the "
+                        f"same item has {reference[0]}; all inputs and targets of an item must be the same size "
+                        "(register or crop them first)"
+                    )
+                channels.append(array)
+            dtype = np.result_type(*[c.dtype for c in channels])
+            stacked = np.concatenate([c.astype(dtype, copy=False) for c in channels], axis=0)
+            if key in self.max_project:
+                stacked = stacked.max(axis=0, keepdims=True)
+            expected = self.expected_channels.get(str(key))
+            if expected is not None and stacked.shape[0] != int(expected):
+                raise ValueError(
+                    f"key '{key}': expected {int(expected)} channel(s) for the network, got {stacked.shape[0]} "
+                    f"from {files}"
+                )
+            d[key] = stacked
+        return d
+
+
+class PercentileStatsd(MapTransform):
+    """Store per-channel ``(low, high)`` percentiles of each key's whole field as ``<key>_percentiles``.
+
+    Deterministic and tiny, so it is cached with the decoded field; ``ApplyPercentilesd`` uses it after cropping.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 1.0,
+        upper: float = 99.8,
+        channel_wise: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}")
+        self.lower, self.upper, self.channel_wise = float(lower), float(upper), channel_wise
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            array = np.asarray(d[key])
+            flat = array.reshape(array.shape[0], -1) if self.channel_wise else array.reshape(1, -1)
+            stats = np.percentile(flat, [self.lower, self.upper], axis=1).T.astype(np.float64)
+            if not self.channel_wise:
+                stats = np.repeat(stats, array.shape[0], axis=0)
+            d[f"{key}{STATS_SUFFIX}"] = stats
+        return d
+
+
+class ApplyPercentilesd(MapTransform):
+    """Scale each channel to ``(x - low) / (high - low)`` with the stored percentiles, as float32.
+
+    The low percentile maps to 0 and the high one to 1 (values beyond are kept unless ``clip``). A flat channel
+    (high == low) becomes ``x - low``, i.e. zeros, instead of dividing by zero.
+    """
+
+    def __init__(self, keys: KeysCollection, clip: bool = False, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.clip = clip
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            stats_key = f"{key}{STATS_SUFFIX}"
+            if stats_key not in d:
+                raise KeyError(f"key '{key}': no '{stats_key}' in the item; put PercentileStatsd before this")
+            stats = np.asarray(d[stats_key], dtype=np.float64)
+            low = stats[:, 0].reshape(-1, *([1] * (np.ndim(d[key]) - 1)))
+            span = (stats[:, 1] - stats[:, 0]).reshape(low.shape)
+            span = np.where(span > 0, span, 1.0)
+            out = ((np.asarray(d[key], dtype=np.float64) - low) / span).astype(np.float32)
+            d[key] = np.clip(out, 0.0, 1.0) if self.clip else out
+        return d
+
+
+class RandCropSamplesd(Randomizable, MapTransform):
+    """Cut ``num_samples`` random ``roi_size`` crops per field (the paper: 5 crops of 512x512 per image).
+
+    With ``min_signal_fraction`` set, a crop is redrawn (up to ``max_tries`` times) unless at least that fraction
+    of its ``signal_key`` pixels is "signal", as the reference code skips crops with an empty target. Signal is
+    ``value > signal_threshold`` after percentile scaling when ``<signal_key>_percentiles`` is present (fluorescence)
+    and ``value > 0`` otherwise (masks and instance labels). A field smaller than ``roi_size`` along an axis is
+    taken whole along that axis (with a warning), so small test fields still train.
+    Returns a list of items, one per crop, as MONAI's ``RandSpatialCropSamplesd`` does.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        roi_size: Sequence[int] | int,
+        num_samples: int = 5,
+        signal_key: str | None = None,
+        min_signal_fraction: float | None = None,
+        signal_threshold: float = 0.5,
+        max_tries: int = 20,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.roi_size = tuple(int(r) for r in ensure_tuple_rep(roi_size, 2))
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.signal_key = signal_key
+        self.min_signal_fraction = min_signal_fraction
+        self.signal_threshold = signal_threshold
+        self.max_tries = max(1, int(max_tries))
+        self._warned = False
+
+    def randomize(self, data: Any = None) -> None:  # crops are drawn in __call__
+        pass
+
+    def _has_signal(self, d: Mapping[Hashable, Any], window: tuple[slice, ...]) -> bool:
+        if self.min_signal_fraction is None or self.signal_key is None:
+            return True
+        crop = np.asarray(d[self.signal_key])[(slice(None), *window)]
+        stats = d.get(f"{self.signal_key}{STATS_SUFFIX}")
+        if stats is not None:
+            stats = np.asarray(stats)
+            low = stats[:, 0].reshape(-1, 1, 1)
+            span = np.maximum(stats[:, 1] - stats[:, 0], 1e-12).reshape(-1, 1, 1)
+            signal = (crop - low) / span > self.signal_threshold
+        else:
+            signal = crop > 0
+        return float(signal.mean()) >= self.min_signal_fraction
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
+        d = dict(data)
+        first = next(iter(self.key_iterator(d)))
+        shape = _spatial(d[first])
+        roi = tuple(min(s, r) for s, r in zip(shape, self.roi_size))
+        if roi != self.roi_size and not self._warned:
+            warnings.warn(
+                f"field '{d.get('name', '?')}' {shape} is smaller than roi_size {self.roi_size}: cropping {roi}",
+                stacklevel=2,
+            )
+            self._warned = True
+        samples = []
+        for _ in range(self.num_samples):
+            for _ in range(self.max_tries):
+                start = [int(self.R.randint(0, s - r + 1)) for s, r in zip(shape, roi)]
+                window = tuple(slice(b, b + r) for b, r in zip(start, roi))
+                if self._has_signal(d, window):
+                    break
+            sample = dict(d)
+            for key in self.key_iterator(d):
+                sample[key] = d[key][(slice(None), *window)]
+            sample["crop_start"] = np.asarray(start)
+            samples.append(sample)
+        return samples
+
+
+class WriteFieldd(MapTransform):
+    """Write each key's prediction for a whole field to ``output_dir/<name stem><suffix>`` (TIFF or PNG).
+
+    ``name`` is the item's id set by :func:`monai_isl.data.load_datalist` (its first input file). The array is
+    squeezed to ``(H, W)`` when it has one channel and cast to ``dtype``; the write is atomic.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        suffix: str = "_pred.tif",
+        dtype: str | None = "float32",
+        name_key: str = "name",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir, self.suffix, self.dtype, self.name_key = Path(output_dir), suffix, dtype, name_key
+
+    def output_path(self, name: str) -> Path:
+        """Output path for an input named ``name``: a relative name keeps its folders, flattened with ``_``."""
+        stem = Path(name)
+        for ext in (".gz", ".nii", ".tiff", ".tif", ".png"):
+            stem = stem.with_suffix("") if stem.name.lower().endswith(ext) else stem
+        parts = [stem.name] if stem.is_absolute() else [p for p in stem.parts if p not in ("..", ".")]
+        return self.output_dir / f"{'_'.join(parts)}{self.suffix}"
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if self.dtype is not None:
+                array = array.astype(self.dtype)
+            d[f"{key}_file"] = str(write_image(self.output_path(str(d[self.name_key])), array))
+        return d

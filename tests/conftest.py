@@ -1,0 +1,30 @@
+"""Shared fixtures: the real data beside the repository and a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# keep the CPU tests deterministic and light; CI machines have 2 cores
+os.environ.setdefault("MONAI_ISL_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (real microscopy images); skipped where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset (5 fields of 96x96) with datalists for all four bundles."""
+    from monai_isl.synthetic import write_dataset
+
+    return Path(write_dataset(tmp_path_factory.mktemp("synth"), n_images=5, size=96, seed=1))
