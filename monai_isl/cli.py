@@ -3,6 +3,7 @@
 Commands:
     synth   write a synthetic dataset (label-free + fluorescence + instance labels + datalists)
     demo    the main job: synthetic data -> train dapi_isl briefly on CPU -> evaluate -> print the PCC
+    prepare data preparation (``prepare isl_example``: the public ISL sample as a dataset folder)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import fire
+import numpy as np
 
 from . import bundle as bundle_utils
 
@@ -97,16 +99,52 @@ def demo(
         roi_size=[roi, roi],
     )
     summary = read_metric_summary(eval_dir, "test_pcc")
+    pred_dir = out_path / "predictions"
+    run_bundle(
+        "dapi_isl",
+        "inference",
+        dataset_dir=data_dir,
+        checkpoint=str(out_path / "models" / "model.pt"),
+        output_dir=str(pred_dir),
+        roi_size=[roi, roi],
+    )
+    figure = _demo_figure(data_dir, pred_dir, out_path / "demo.png", summary["mean"])
     result = {"pcc_mean": summary["mean"], "pcc_std": summary["std"], "minutes": (time.time() - start) / 60}
     print(
         f"dapi_isl test PCC = {result['pcc_mean']:.3f} +- {result['pcc_std']:.3f} "
-        f"({result['minutes']:.1f} min; per-image values in {eval_dir / 'test_pcc_raw.csv'})"
+        f"({result['minutes']:.1f} min; per-image values in {eval_dir / 'test_pcc_raw.csv'}; figure {figure})"
     )
     (out_path / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-COMMANDS = {"synth": synth, "demo": demo}
+def _prepare_commands() -> dict[str, object]:
+    from . import prepare
+
+    return {"isl_example": prepare.isl_example, "nuclei": prepare.nuclei}
+
+
+def _demo_figure(data_dir: str, pred_dir: Path, path: Path, pcc: float) -> Path:
+    """Label-free input | true DAPI | predicted DAPI for the first test field."""
+    from .data import find_datalist, load_datalist
+    from .figures import save_panel
+    from .io import read_image
+    from .transforms import WriteFieldd
+
+    item = load_datalist(find_datalist(data_dir, "dapi_isl"), "test")[0]
+    image = [read_image(f)[0] for f in item["image"]]
+    target = np.max([read_image(f)[0] for f in item["label"]], axis=0)
+    pred = read_image(WriteFieldd("pred", str(pred_dir), suffix="_dapi.tif").output_path(item["name"]))[0]
+    return save_panel(
+        [image[0], image[2], target, pred],
+        ["bright-field (input)", "phase contrast (input)", "DAPI (truth)", "DAPI (predicted)"],
+        path,
+        suptitle=f"dapi_isl on a synthetic test field (mean test PCC {pcc:.2f})",
+        cmaps=["gray", "gray", "magma", "magma"],
+    )
+
+
+COMMANDS = {"synth": synth, "demo": demo, "prepare": _prepare_commands()}
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ class SoftJaccardLoss(nn.Module):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if input.shape != target.shape:
-            raise ValueError(f"input and target must have the same shape, got {tuple(input.shape)}, {tuple(target.shape)}")
+            raise ValueError(f"input and target shapes differ: {tuple(input.shape)}, {tuple(target.shape)}")
         p = input.flatten(1)
         t = target.flatten(1).to(p.dtype)
         inter = (p * t).sum(1)

@@ -416,7 +416,7 @@ def write_dataset(out: str | Path, n_images: int = 12, size: int = 256, seed: in
     for key, make in items.items():
         doc: dict = {"description": f"Synthetic microscopy ({size}x{size}, seed {seed}). {descriptions[key]}"}
         doc.update({"seed": seed, "size": size})
-        doc.update({part: [make(f) for f in fields] for part, fields in parts.items()})
+        doc.update({part: [{**make(f), "name": Path(f).name} for f in fields] for part, fields in parts.items()})
         (out / f"{key}.json").write_text(json.dumps(doc, indent=2) + "\n")
     readme = _README.format(n=n_images, size=size, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test)
     (out / "README.md").write_text(readme)

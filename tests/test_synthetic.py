@@ -154,13 +154,14 @@ def test_dataset_layout(dataset: Path) -> None:
             "fields/field_000/phase.tif",
         ],
         "label": ["fields/field_000/dapi_z0.tif", "fields/field_000/dapi_z1.tif", "fields/field_000/dapi_z2.tif"],
+        "name": "field_000",
     }
     cell = json.loads((dataset / "cell_instance_seg.json").read_text())["test"][0]
-    assert cell == {"image": ["fields/field_004/dic.tif"], "label": "fields/field_004/cells.tif"}
+    assert cell == {"image": ["fields/field_004/dic.tif"], "label": "fields/field_004/cells.tif", "name": "field_004"}
     nuc = json.loads((dataset / "nucleus_seg.json").read_text())["validation"][0]
     assert nuc["label"] == "fields/field_003/nuclei.tif" and len(nuc["image"]) == 3
     cm = json.loads((dataset / "cellmask_isl.json").read_text())["training"][2]
-    assert cm == {"image": ["fields/field_002/dic.tif"], "label": "fields/field_002/cellmask.tif"}
+    assert cm == {"image": ["fields/field_002/dic.tif"], "label": "fields/field_002/cellmask.tif", "name": "field_002"}
 
 
 def test_dataset_deterministic(dataset: Path, tmp_path: Path) -> None:

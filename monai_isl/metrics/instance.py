@@ -22,8 +22,10 @@ __all__ = ["DEFAULT_THRESHOLDS", "MatchResult", "match_instances", "mean_average
 #: IoU thresholds 0.50, 0.55, ..., 0.95 (the Data Science Bowl 2018 / paper convention).
 DEFAULT_THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
 
-# above this many cells in the dense (n_true + 1) x (n_pred + 1) overlap table, count pairs sparsely instead
+# the joint histogram of id pairs is dense (one np.bincount over all pixels) while it has at most
+# min(2 * pixels + _DENSE_SLACK, _DENSE_LIMIT) cells: about one more pass over the image, 256 MB of int64 at most
 _DENSE_LIMIT = 1 << 25
+_DENSE_SLACK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -84,23 +86,58 @@ def relabel_sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
     return inverse, len(ids) - 1
 
 
-def _overlap_pairs(
-    true_seq: np.ndarray, n_true: int, pred_seq: np.ndarray, n_pred: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true id, pred id, IoU) of every pair of foreground objects that overlap, from one counting pass."""
-    area_true = np.bincount(true_seq, minlength=n_true + 1)
-    area_pred = np.bincount(pred_seq, minlength=n_pred + 1)
-    fg = (true_seq > 0) & (pred_seq > 0)
-    key = true_seq[fg] * (n_pred + 1) + pred_seq[fg]
-    if (n_true + 1) * (n_pred + 1) <= _DENSE_LIMIT:
-        counts = np.bincount(key, minlength=(n_true + 1) * (n_pred + 1))
+def _dense_ok(n_cells: int, n_pixels: int) -> bool:
+    """Whether a dense joint histogram of ``n_cells`` cells is cheap next to a pass over ``n_pixels`` pixels."""
+    return n_cells <= min(2 * n_pixels + _DENSE_SLACK, _DENSE_LIMIT)
+
+
+def _pair_counts(
+    true_ids: np.ndarray, true_range: int, pred_ids: np.ndarray, pred_range: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(true id, pred id, overlap) of every overlapping foreground pair, and the areas indexed by id.
+
+    Ids must lie in ``[0, true_range)`` and ``[0, pred_range)``. While the ``true_range x pred_range`` table is
+    small (:func:`_dense_ok`) one ``np.bincount`` over ``true * pred_range + pred`` counts every pair, background
+    included, and the areas are its row and column sums; otherwise the foreground pairs are counted by sorting.
+    """
+    n_pixels = true_ids.size
+    if _dense_ok(true_range * pred_range, n_pixels):
+        key = np.multiply(true_ids, pred_range, dtype=np.intp, casting="unsafe")
+        np.add(key, pred_ids, out=key, dtype=np.intp, casting="unsafe")
+        counts = np.bincount(key.ravel(), minlength=true_range * pred_range)
+        table = counts.reshape(true_range, pred_range)
+        area_true, area_pred = table.sum(axis=1), table.sum(axis=0)
         key = np.flatnonzero(counts)
         inter = counts[key]
     else:
+        true_ids, pred_ids = np.ravel(true_ids), np.ravel(pred_ids)
+        area_true = np.bincount(true_ids, minlength=true_range)
+        area_pred = np.bincount(pred_ids, minlength=pred_range)
+        fg = (true_ids > 0) & (pred_ids > 0)
+        key = true_ids[fg].astype(np.intp) * pred_range + pred_ids[fg]
         key, inter = np.unique(key, return_counts=True)
-    ti, pj = np.divmod(key, n_pred + 1)
+    ti, pj = np.divmod(key, pred_range)
+    fg = (ti > 0) & (pj > 0)
+    return ti[fg], pj[fg], inter[fg], area_true, area_pred
+
+
+def _overlap_pairs(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(true id, pred id, IoU) of every pair of foreground objects that overlap, n_true and n_pred.
+
+    Label ids are used as they are when the table of id pairs is small (one counting pass, no relabelling);
+    large or sparse ids (e.g. 4_000_000_000 in uint32) are renumbered 1..n first (:func:`relabel_sequential`).
+    """
+    if y_true.size == 0:
+        return *(np.zeros(0, np.intp),) * 2, np.zeros(0), 0, 0
+    true_range, pred_range = int(y_true.max()) + 1, int(y_pred.max()) + 1
+    if not _dense_ok(true_range * pred_range, y_true.size):
+        y_true, n_true = relabel_sequential(y_true)
+        y_pred, n_pred = relabel_sequential(y_pred)
+        true_range, pred_range = n_true + 1, n_pred + 1
+    ti, pj, inter, area_true, area_pred = _pair_counts(y_true, true_range, y_pred, pred_range)
+    n_true, n_pred = int(np.count_nonzero(area_true[1:])), int(np.count_nonzero(area_pred[1:]))
     iou = inter / (area_true[ti] + area_pred[pj] - inter).astype(np.float64)
-    return ti, pj, iou
+    return ti, pj, iou, n_true, n_pred
 
 
 def _max_matching(ti: np.ndarray, pj: np.ndarray, iou: np.ndarray) -> int:
@@ -143,14 +180,13 @@ def match_instances(
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
     thr = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
-    true_seq, n_true = relabel_sequential(y_true)
-    pred_seq, n_pred = relabel_sequential(y_pred)
+    ti, pj, iou, n_true, n_pred = _overlap_pairs(y_true, y_pred)
     tp = np.zeros(len(thr), dtype=np.int64)
     if n_true and n_pred:
-        ti, pj, iou = _overlap_pairs(true_seq, n_true, pred_seq, n_pred)
         for k, t in enumerate(thr):
             sel = iou >= t
-            tp[k] = _max_matching(ti[sel], pj[sel], iou[sel])
+            # above 0.5 every such pair is unique for both of its objects: the count is the maximum matching
+            tp[k] = np.count_nonzero(sel) if t > 0.5 else _max_matching(ti[sel], pj[sel], iou[sel])
     fp = n_pred - tp
     fn = n_true - tp
     denominator = tp + fp + fn

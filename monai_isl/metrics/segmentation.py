@@ -116,7 +116,7 @@ class MeanAveragePrecisionMetric(CumulativeIterationMetric):
         if y_pred.ndim < 3 or y_pred.shape[1] != 1:
             raise ValueError(f"expected instance label images (B, 1, spatial...), got {tuple(y_pred.shape)}")
         values = []
-        for p, t in zip(y_pred, y):
+        for p, t in zip(y_pred, y, strict=True):
             ap = match_instances(_to_numpy(t[0]), _to_numpy(p[0]), self.thresholds).ap
             self._per_threshold.append(ap)
             values.append(float(ap.mean()))

@@ -26,3 +26,14 @@ __all__ = [
     "pad_to_multiple",
     "register_flexunet_backbone",
 ]
+
+from .transfer import (  # noqa: E402
+    ShiftedSigmoid,
+    TransferHead,
+    cell_network,
+    init_of_checkpoint,
+    load_isl_weights,
+    nucleus_network,
+)
+
+__all__ += ["ShiftedSigmoid", "TransferHead", "cell_network", "init_of_checkpoint", "load_isl_weights", "nucleus_network"]

@@ -6,5 +6,6 @@ from .field import (  # noqa: F401
     PercentileStatsd,
     RandCropSamplesd,
     WriteFieldd,
+    WriteOverlayd,
 )
 from .instance import InstanceToDistanced, InstanceToMaskd, instance_distance  # noqa: F401

@@ -229,7 +229,8 @@ class WriteFieldd(MapTransform):
     """Write each key's prediction for a whole field to ``output_dir/<name stem><suffix>`` (TIFF or PNG).
 
     ``name`` is the item's id set by :func:`monai_isl.data.load_datalist` (its first input file). The array is
-    squeezed to ``(H, W)`` when it has one channel and cast to ``dtype``; the write is atomic.
+    squeezed to ``(H, W)`` when it has one channel and cast to ``dtype`` (``"label"``: uint16, or uint32 past
+    65535 instances); the write is atomic.
     """
 
     def __init__(
@@ -257,7 +258,53 @@ class WriteFieldd(MapTransform):
         for key in self.key_iterator(d):
             value = d[key]
             array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            if self.dtype is not None:
+            if self.dtype == "label":  # instance labels: the smallest of uint16 / uint32 that holds every id
+                array = array.astype(np.uint16 if array.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32)
+            elif self.dtype is not None:
                 array = array.astype(self.dtype)
             d[f"{key}_file"] = str(write_image(self.output_path(str(d[self.name_key])), array))
+        return d
+
+
+class WriteOverlayd(MapTransform):
+    """Write a PNG of the first input channel with the contours of each key's instances drawn in colour.
+
+    For a quick visual check of an instance segmentation next to the label TIFF; off unless ``enabled``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        image_key: str,
+        output_dir: str,
+        suffix: str = "_overlay.png",
+        enabled: bool = True,
+        name_key: str = "name",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.image_key, self.enabled = image_key, enabled
+        self.namer = WriteFieldd(keys, output_dir, suffix=suffix, name_key=name_key)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not self.enabled:
+            return d
+        from skimage.segmentation import find_boundaries
+
+        image = d[self.image_key]
+        image = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        gray = image[0].astype(np.float64)
+        lo, hi = np.percentile(gray, [1.0, 99.8])
+        gray = (np.clip((gray - lo) / max(hi - lo, 1e-12), 0, 1) * 255).astype(np.uint8)
+        for key in self.key_iterator(d):
+            labels = d[key]
+            labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+            labels = labels.reshape(labels.shape[-2:])
+            rgb = np.repeat(gray[None], 3, axis=0)
+            edges = find_boundaries(labels, mode="inner")
+            hue = (labels.astype(np.int64) * 2654435761) % 2**24  # a stable pseudo-random colour per instance
+            for c in range(3):
+                rgb[c][edges] = ((hue[edges] >> (8 * c)) & 255) | 64
+            d[f"{key}_overlay"] = str(write_image(self.namer.output_path(str(d[self.namer.name_key])), rgb))
         return d
