@@ -121,7 +121,7 @@ def demo(
 def _prepare_commands() -> dict[str, object]:
     from . import prepare
 
-    return {"isl_example": prepare.isl_example, "nuclei": prepare.nuclei}
+    return {"isl_example": prepare.isl_example, "nuclei": prepare.nuclei, "usiigaci": prepare.usiigaci}
 
 
 def _demo_figure(data_dir: str, pred_dir: Path, path: Path, pcc: float) -> Path:

@@ -100,9 +100,7 @@ def load_datalist(
     return resolved
 
 
-def make_dataset(
-    data: list[dict[str, Any]], transform: Any, cache_rate: float = 1.0, num_workers: int = 0
-) -> Dataset:
+def make_dataset(data: list[dict[str, Any]], transform: Any, cache_rate: float = 1.0, num_workers: int = 0) -> Dataset:
     """A dataset that caches the deterministic head of ``transform`` (decoded images in their native dtype).
 
     With the loading and percentile statistics cached, each epoch only crops and normalises, and a

@@ -83,8 +83,9 @@ def nuclei_from_fluorescence(
     return labels.astype(np.uint16 if labels.max() <= np.iinfo(np.uint16).max else np.uint32)
 
 
-def nuclei(src: str, out: str, sigma: float = 2.0, threshold: float | None = None, min_size: int = 30,
-           min_distance: int = 5) -> str:
+def nuclei(
+    src: str, out: str, sigma: float = 2.0, threshold: float | None = None, min_size: int = 30, min_distance: int = 5
+) -> str:
     """Derive nucleus instance labels from a nuclear-stain image file and write them as a uint16 TIFF.
 
     Args:
@@ -170,6 +171,56 @@ def isl_example(
     (out_path / f"{name}.json").write_text(json.dumps(datalist, indent=2))
     if labels is not None:
         (out_path / "nucleus_seg.json").write_text(json.dumps(nucleus_list, indent=2))
-    print(f"wrote {out_path} ({name}.json): " + ", ".join(f"{k} {v[0].stop - v[0].start}x{v[1].stop - v[1].start}"
-                                                          for k, v in regions.items()))
+    print(
+        f"wrote {out_path} ({name}.json): "
+        + ", ".join(f"{k} {v[0].stop - v[0].start}x{v[1].stop - v[1].start}" for k, v in regions.items())
+    )
+    return str(out_path)
+
+
+def usiigaci(
+    src: str = "../shared/data/usiigaci",
+    out: str = "outputs/usiigaci",
+    train: str = "1-21",
+    validation: str = "22-24",
+    test: str = "25-30",
+) -> str:
+    """Datalist for the Usiigaci phase-contrast fields with hand-drawn cells (Tsai et al. 2019), read in place.
+
+    Writes ``<out>/cell_instance_seg.json`` whose paths point at ``<src>/setNN/phase.tif`` (input, 1 channel)
+    and ``cells.png`` (instance labels); nothing is copied. ``train``, ``validation`` and ``test`` are set-number
+    ranges such as ``"1-21"`` or ``"25,27,30"``.
+    """
+    src_path, out_path = Path(src).resolve(), Path(out)
+
+    def sets(spec: str | int | tuple) -> list[int]:
+        numbers: list[int] = []
+        for part in str(spec).replace("(", "").replace(")", "").replace(" ", "").split(","):
+            if "-" in part:
+                lo, hi = part.split("-")
+                numbers += list(range(int(lo), int(hi) + 1))
+            elif part:
+                numbers.append(int(part))
+        return numbers
+
+    doc: dict[str, object] = {
+        "description": "Usiigaci 10x phase contrast with hand-drawn cell instances (Tsai et al. 2019, MIT)"
+    }
+    for section, spec in (("training", train), ("validation", validation), ("test", test)):
+        items = []
+        for n in sets(spec):
+            folder = src_path / f"set{n:02d}"
+            for f in ("phase.tif", "cells.png"):
+                if not (folder / f).is_file():
+                    raise FileNotFoundError(f"usiigaci set {n}: '{folder / f}' not found")
+            items.append(
+                {"image": [str(folder / "phase.tif")], "label": str(folder / "cells.png"), "name": f"set{n:02d}"}
+            )
+        doc[section] = items
+    out_path.mkdir(parents=True, exist_ok=True)
+    (out_path / "cell_instance_seg.json").write_text(json.dumps(doc, indent=2))
+    print(
+        f"wrote {out_path / 'cell_instance_seg.json'}: "
+        + ", ".join(f"{k} {len(v)}" for k, v in doc.items() if k != "description")
+    )
     return str(out_path)

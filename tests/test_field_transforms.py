@@ -84,7 +84,9 @@ def test_crops_skip_empty_targets_and_are_seeded() -> None:
     label[0, 100:110, 100:110] = 5000  # signal only in one corner
     image = np.arange(128 * 128, dtype=np.uint16).reshape(1, 128, 128)
     item = PercentileStatsd(keys="label", lower=0.0, upper=100.0)({"image": image, "label": label})
-    crop = RandCropSamplesd(["image", "label"], roi_size=32, num_samples=5, signal_key="label", min_signal_fraction=0.01, max_tries=200)
+    crop = RandCropSamplesd(
+        ["image", "label"], roi_size=32, num_samples=5, signal_key="label", min_signal_fraction=0.01, max_tries=200
+    )
     crop.set_random_state(seed=3)
     samples = crop(item)
     assert all((s["label"] > 2500).mean() >= 0.01 for s in samples)
@@ -94,7 +96,9 @@ def test_crops_skip_empty_targets_and_are_seeded() -> None:
     no_skip = RandCropSamplesd(["image", "label"], roi_size=32, num_samples=20)
     no_skip.set_random_state(seed=3)
     assert any((s["label"] > 0).mean() == 0 for s in no_skip(item))
-    again = RandCropSamplesd(["image", "label"], roi_size=32, num_samples=5, signal_key="label", min_signal_fraction=0.01, max_tries=200)
+    again = RandCropSamplesd(
+        ["image", "label"], roi_size=32, num_samples=5, signal_key="label", min_signal_fraction=0.01, max_tries=200
+    )
     again.set_random_state(seed=3)
     assert [tuple(s["crop_start"]) for s in again(item)] == [tuple(s["crop_start"]) for s in samples]
 
@@ -115,3 +119,13 @@ def test_write_field_names_outputs_after_the_input(tmp_path: Path) -> None:
     back = tifffile.imread(path)
     assert back.dtype == np.float32 and back.shape == (24, 30)
     np.testing.assert_allclose(back, pred[0].astype(np.float32))
+
+
+def test_empty_training_annotation_is_refused(tmp_path: Path) -> None:
+    image = write_image(tmp_path / "img.tif", np.ones((16, 16), np.uint16))
+    empty = write_image(tmp_path / "empty_mask.png", np.zeros((16, 16), np.uint8))
+    load = LoadFieldd(["image", "label"], require_foreground="label")
+    with pytest.raises(ValueError, match=r"key 'label': annotation \[.*empty_mask\.png'\] is empty"):
+        load({"image": [str(image)], "label": str(empty)})
+    # evaluation may see empty fields: only keys listed in require_foreground are checked
+    assert LoadFieldd(["image", "label"])({"image": [str(image)], "label": str(empty)})["label"].max() == 0

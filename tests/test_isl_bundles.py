@@ -43,7 +43,10 @@ def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> Non
     assert (models / "model.pt").is_file() and (models / "checkpoint_final.pt").is_file()
     assert any((tmp_path / "runs").glob("events.out.tfevents*"))
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)
-    assert set(final) == {"model", "optimizer", "trainer"} and final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]
+    assert (
+        set(final) == {"model", "optimizer", "trainer"}
+        and final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]
+    )
 
     eval_dir = tmp_path / "eval"
     run(
@@ -133,7 +136,9 @@ def test_command_line_as_a_user_runs_it(synth_dir: Path, tmp_path: Path) -> None
         "--output_dir", str(tmp_path / "runs"),
         "--roi_size", "[64,64]", "--num_workers", "0",
     ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     assert "val_pcc" in result.stdout + result.stderr

@@ -36,4 +36,11 @@ from .transfer import (  # noqa: E402
     nucleus_network,
 )
 
-__all__ += ["ShiftedSigmoid", "TransferHead", "cell_network", "init_of_checkpoint", "load_isl_weights", "nucleus_network"]
+__all__ += [
+    "ShiftedSigmoid",
+    "TransferHead",
+    "cell_network",
+    "init_of_checkpoint",
+    "load_isl_weights",
+    "nucleus_network",
+]

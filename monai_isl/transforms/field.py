@@ -48,6 +48,7 @@ class LoadFieldd(MapTransform):
         keys: item keys holding file paths.
         max_project: keys whose channels are max-projected to one.
         expected_channels: ``{key: n}`` channel counts to enforce after projection.
+        require_foreground: keys (annotations) that must hold at least one pixel > 0, as training labels must.
     """
 
     def __init__(
@@ -55,11 +56,13 @@ class LoadFieldd(MapTransform):
         keys: KeysCollection,
         max_project: KeysCollection = (),
         expected_channels: Mapping[str, int] | None = None,
+        require_foreground: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.max_project = set(ensure_tuple_rep(max_project, 1) if isinstance(max_project, str) else max_project)
+        self.max_project = {max_project} if isinstance(max_project, str) else set(max_project)
         self.expected_channels = dict(expected_channels or {})
+        self.require_foreground = {require_foreground} if isinstance(require_foreground, str) else set(require_foreground)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -87,6 +90,11 @@ class LoadFieldd(MapTransform):
                 raise ValueError(
                     f"key '{key}': expected {int(expected)} channel(s) for the network, got {stacked.shape[0]} "
                     f"from {files}"
+                )
+            if key in self.require_foreground and not np.any(stacked):
+                raise ValueError(
+                    f"key '{key}': annotation {files} is empty (no pixel > 0); a training image needs at least one "
+                    "annotated object: check the file or remove the item"
                 )
             d[key] = stacked
         return d
