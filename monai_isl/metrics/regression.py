@@ -7,13 +7,10 @@ pixels of all channels) in float64, not per crop as the reference code did for i
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction
-from monai.utils import MetricReduction
+
+from .base import PerImageMetric
 
 
 def pearson_correlation(y_pred: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
@@ -29,29 +26,14 @@ def pearson_correlation(y_pred: torch.Tensor | np.ndarray, y: torch.Tensor | np.
     return float((a * b).sum() / denominator)
 
 
-class PearsonCorrelationMetric(CumulativeIterationMetric):
+class PearsonCorrelationMetric(PerImageMetric):
     """Per-image PCC of batch-first predictions ``(B, C, H, W)``; ``aggregate`` averages over images.
 
     Images where the PCC is undefined (a constant prediction or target) are NaN and, with the default
     ``reduction="mean"``, left out of the mean, as MONAI does for undefined Dice.
     """
 
-    def __init__(self, reduction: MetricReduction | str = MetricReduction.MEAN, get_not_nans: bool = False) -> None:
-        super().__init__()
-        self.reduction = reduction
-        self.get_not_nans = get_not_nans
-
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore
-        if y is None:
-            raise ValueError("PearsonCorrelationMetric needs a target y")
-        if y_pred.shape != y.shape:
-            raise ValueError(f"y_pred and y must have the same shape, got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+        y = self._check_pair(y_pred, y)
         values = [pearson_correlation(p, t) for p, t in zip(y_pred, y)]
         return torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
-
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> Any:
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor):
-            raise ValueError("the data to aggregate must be a PyTorch Tensor")
-        f, not_nans = do_metric_reduction(data, reduction or self.reduction)
-        return (f, not_nans) if self.get_not_nans else f

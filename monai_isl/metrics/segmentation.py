@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from .base import PerImageMetric
 from .instance import DEFAULT_THRESHOLDS, match_instances
 
 __all__ = ["IoUMetric", "MeanAveragePrecisionMetric", "iou_score"]
@@ -38,7 +37,7 @@ def iou_score(y_pred_mask: Any, y_true_mask: Any, threshold: float = 0.5) -> flo
     return float(np.count_nonzero(pred & true) / union)
 
 
-class IoUMetric(CumulativeIterationMetric):
+class IoUMetric(PerImageMetric):
     """Per-image IoU of the foreground: ``y_pred`` (probabilities, after the activation) and ``y`` binarised
     with ``> threshold``; input ``(B, C, H, W)`` (all channels of an image pooled), output ``(B, 1)``.
 
@@ -51,16 +50,11 @@ class IoUMetric(CumulativeIterationMetric):
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
         self.threshold = threshold
-        self.reduction = reduction
-        self.get_not_nans = get_not_nans
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore
-        if y is None:
-            raise ValueError("IoUMetric needs a target y")
-        if y_pred.shape != y.shape:
-            raise ValueError(f"y_pred and y must have the same shape, got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+        y = self._check_pair(y_pred, y)
         pred = (torch.as_tensor(y_pred) > self.threshold).flatten(1)
         true = (torch.as_tensor(y) > self.threshold).flatten(1)
         inter = (pred & true).sum(1).double()
@@ -68,15 +62,8 @@ class IoUMetric(CumulativeIterationMetric):
         iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
         return iou.reshape(-1, 1)
 
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> Any:
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor):
-            raise ValueError("the data to aggregate must be a PyTorch Tensor")
-        f, not_nans = do_metric_reduction(data, reduction or self.reduction)
-        return (f, not_nans) if self.get_not_nans else f
 
-
-class MeanAveragePrecisionMetric(CumulativeIterationMetric):
+class MeanAveragePrecisionMetric(PerImageMetric):
     """Per-image mAP (mean over IoU ``thresholds`` of TP / (TP + FP + FN)) of instance label images.
 
     ``y_pred`` and ``y`` are ``(B, 1, H, W)`` label images (0 = background, any integer ids; integral floats are
@@ -91,10 +78,8 @@ class MeanAveragePrecisionMetric(CumulativeIterationMetric):
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
         self.thresholds = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
-        self.reduction = reduction
-        self.get_not_nans = get_not_nans
         self._per_threshold: list[np.ndarray] = []
 
     def reset(self) -> None:
@@ -109,10 +94,7 @@ class MeanAveragePrecisionMetric(CumulativeIterationMetric):
         return torch.as_tensor(np.stack(self._per_threshold))
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore
-        if y is None:
-            raise ValueError("MeanAveragePrecisionMetric needs a target y")
-        if y_pred.shape != y.shape:
-            raise ValueError(f"y_pred and y must have the same shape, got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+        y = self._check_pair(y_pred, y)
         if y_pred.ndim < 3 or y_pred.shape[1] != 1:
             raise ValueError(f"expected instance label images (B, 1, spatial...), got {tuple(y_pred.shape)}")
         values = []
@@ -121,10 +103,3 @@ class MeanAveragePrecisionMetric(CumulativeIterationMetric):
             self._per_threshold.append(ap)
             values.append(float(ap.mean()))
         return torch.tensor(values, dtype=torch.float64).reshape(-1, 1)
-
-    def aggregate(self, reduction: MetricReduction | str | None = None) -> Any:
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor):
-            raise ValueError("the data to aggregate must be a PyTorch Tensor")
-        f, not_nans = do_metric_reduction(data, reduction or self.reduction)
-        return (f, not_nans) if self.get_not_nans else f
