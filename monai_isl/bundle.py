@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,3 +52,49 @@ def default_device() -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path:
+    """The newest training checkpoint in ``ckpt_dir`` (``checkpoint_epoch=N.pt`` or ``checkpoint_final.pt``).
+
+    Raises:
+        FileNotFoundError: there is none; the message names the folder.
+    """
+    folder = Path(ckpt_dir)
+    candidates = [*folder.glob("checkpoint_epoch=*.pt"), *folder.glob("checkpoint_final.pt")]
+    if not candidates:
+        raise FileNotFoundError(f"--resume: no checkpoint_epoch=N.pt or checkpoint_final.pt in '{folder}'")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def attach_resume(trainer: Any, ckpt_dir: str | os.PathLike, load_dict: dict[str, Any]) -> Path:
+    """Make ``trainer`` start from the newest checkpoint: network, optimiser, epoch and iteration are restored.
+
+    A larger ``max_epochs`` than the checkpoint's continues training (MONAI's ``CheckpointLoader`` keeps it).
+    """
+    from monai.handlers import CheckpointLoader
+
+    path = latest_checkpoint(ckpt_dir)
+    CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=getattr(trainer, "device", None)).attach(
+        trainer
+    )
+    return path
+
+
+def as_bool(value: Any) -> bool:
+    """A command-line switch as a bool: ``--amp true`` arrives as the string ``'true'``, which Python finds truthy
+    even when it says ``'false'``; accepts bools and true/false, yes/no, on/off, 1/0 in any case.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0", "none", "null", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")

@@ -142,3 +142,37 @@ def test_command_line_as_a_user_runs_it(synth_dir: Path, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "models" / "model.pt").is_file()
     assert "val_pcc" in result.stdout + result.stderr
+
+
+def test_resume_continues_from_the_last_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
+    common = {
+        "config_file": _config("dapi_isl", "train"),
+        "dataset_dir": str(synth_dir),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "runs"),
+        **TINY,
+    }
+    with pytest.raises(Exception) as info:
+        run(max_epochs=1, resume="true", **common)
+    assert "--resume: no checkpoint_epoch=N.pt or checkpoint_final.pt" in _chain(info.value)
+    run(max_epochs=1, resume="false", **common)
+    first = torch.load(tmp_path / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
+    run(max_epochs=2, resume="true", **common)
+    second = torch.load(tmp_path / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
+    # one more epoch on top of the first run, not two from scratch
+    assert second["trainer"]["iteration"] == first["trainer"]["iteration"] + first["trainer"]["epoch_length"]
+    assert second["optimizer"]["state"][0]["step"] > first["optimizer"]["state"][0]["step"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("False", False), ("0", False), (True, True)])
+def test_command_line_switches(text: object, expected: bool) -> None:
+    from monai_isl.bundle import as_bool
+
+    assert as_bool(text) is expected
+
+
+def test_bad_switch_is_refused() -> None:
+    from monai_isl.bundle import as_bool
+
+    with pytest.raises(ValueError, match="expected true or false"):
+        as_bool("maybe")

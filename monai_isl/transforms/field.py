@@ -62,7 +62,9 @@ class LoadFieldd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.max_project = {max_project} if isinstance(max_project, str) else set(max_project)
         self.expected_channels = dict(expected_channels or {})
-        self.require_foreground = {require_foreground} if isinstance(require_foreground, str) else set(require_foreground)
+        self.require_foreground = (
+            {require_foreground} if isinstance(require_foreground, str) else set(require_foreground)
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
