@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from monai_isl.data import load_datalist
 from monai_isl.io import read_image
