@@ -276,6 +276,13 @@ class WriteFieldd(MapTransform):
         return d
 
 
+# saturated colours that stand out on a grey microscopy image
+_OVERLAY_COLOURS = np.array(
+    [[255, 64, 64], [64, 255, 64], [64, 160, 255], [255, 220, 0], [255, 64, 255], [0, 255, 255], [255, 140, 0]],
+    dtype=np.uint8,
+)
+
+
 class WriteOverlayd(MapTransform):
     """Write a PNG of the first input channel with the contours of each key's instances drawn in colour.
 
@@ -313,8 +320,8 @@ class WriteOverlayd(MapTransform):
             labels = labels.reshape(labels.shape[-2:])
             rgb = np.repeat(gray[None], 3, axis=0)
             edges = find_boundaries(labels, mode="inner")
-            hue = (labels.astype(np.int64) * 2654435761) % 2**24  # a stable pseudo-random colour per instance
+            colour = _OVERLAY_COLOURS[labels[edges].astype(np.int64) % len(_OVERLAY_COLOURS)]  # cycles over cells
             for c in range(3):
-                rgb[c][edges] = ((hue[edges] >> (8 * c)) & 255) | 64
+                rgb[c][edges] = colour[:, c]
             d[f"{key}_overlay"] = str(write_image(self.namer.output_path(str(d[self.namer.name_key])), rgb))
         return d
