@@ -72,7 +72,7 @@ def demo(
 
     Args:
         out: output folder.
-        n_images: synthetic fields to generate (80% train, 10% validation, 20% test).
+        n_images: synthetic fields to generate (20% test, 10% validation, the rest for training).
         size: field size in pixels.
         epochs: training epochs.
         roi: training crop size (the paper uses 512; a CPU preset uses less).
