@@ -89,25 +89,11 @@ def demo(
     }
     print(f"training dapi_isl for {epochs} epochs on {data_dir} ...")
     run_bundle("dapi_isl", "train", max_epochs=epochs, output_dir=str(out_path / "runs"), **common)
-    eval_dir = out_path / "eval"
-    run_bundle(
-        "dapi_isl",
-        "evaluate",
-        dataset_dir=data_dir,
-        checkpoint=str(out_path / "models" / "model.pt"),
-        output_dir=str(eval_dir),
-        roi_size=[roi, roi],
-    )
+    trained = {"dataset_dir": data_dir, "checkpoint": str(out_path / "models" / "model.pt"), "roi_size": [roi, roi]}
+    eval_dir, pred_dir = out_path / "eval", out_path / "predictions"
+    run_bundle("dapi_isl", "evaluate", output_dir=str(eval_dir), **trained)
     summary = read_metric_summary(eval_dir, "test_pcc")
-    pred_dir = out_path / "predictions"
-    run_bundle(
-        "dapi_isl",
-        "inference",
-        dataset_dir=data_dir,
-        checkpoint=str(out_path / "models" / "model.pt"),
-        output_dir=str(pred_dir),
-        roi_size=[roi, roi],
-    )
+    run_bundle("dapi_isl", "inference", output_dir=str(pred_dir), **trained)
     figure = _demo_figure(data_dir, pred_dir, out_path / "demo.png", summary["mean"])
     result = {"pcc_mean": summary["mean"], "pcc_std": summary["std"], "minutes": (time.time() - start) / 60}
     print(
@@ -129,12 +115,12 @@ def _demo_figure(data_dir: str, pred_dir: Path, path: Path, pcc: float) -> Path:
     from .data import find_datalist, load_datalist
     from .figures import save_panel
     from .io import read_image
-    from .transforms import WriteFieldd
+    from .transforms.field import output_path
 
     item = load_datalist(find_datalist(data_dir, "dapi_isl"), "test")[0]
     image = [read_image(f)[0] for f in item["image"]]
     target = np.max([read_image(f)[0] for f in item["label"]], axis=0)
-    pred = read_image(WriteFieldd("pred", str(pred_dir), suffix="_dapi.tif").output_path(item["name"]))[0]
+    pred = read_image(output_path(pred_dir, item["name"], "_dapi.tif"))[0]
     return save_panel(
         [image[0], image[2], target, pred],
         ["bright-field (input)", "phase contrast (input)", "DAPI (truth)", "DAPI (predicted)"],

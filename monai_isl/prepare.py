@@ -9,6 +9,7 @@ half for testing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,12 +22,17 @@ from .io import read_image, write_image
 ISL_EXAMPLE_OFFSET = (6, -2)
 
 
-def _parse_ints(value: str | int | Sequence[int]) -> list[int]:
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, str):
-        return [int(v) for v in value.replace(" ", "").split(",") if v]
-    return [int(v) for v in value]
+def _parse_ints(value: str | int | Sequence[int | str]) -> list[int]:
+    """Integers from a command-line value: ``7``, ``"0,6,12"``, ``(6, -2)`` or ranges such as ``"1-21"``."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).replace(" ", "").split(",")
+    numbers: list[int] = []
+    for part in parts:
+        text = str(part).strip()
+        if not text:
+            continue
+        span = re.fullmatch(r"(-?\d+)-(-?\d+)", text)
+        numbers += list(range(int(span[1]), int(span[2]) + 1)) if span else [int(text)]
+    return numbers
 
 
 def shift_image(image: np.ndarray, offset: Sequence[int]) -> np.ndarray:
@@ -193,22 +199,12 @@ def usiigaci(
     """
     src_path, out_path = Path(src).resolve(), Path(out)
 
-    def sets(spec: str | int | tuple) -> list[int]:
-        numbers: list[int] = []
-        for part in str(spec).replace("(", "").replace(")", "").replace(" ", "").split(","):
-            if "-" in part:
-                lo, hi = part.split("-")
-                numbers += list(range(int(lo), int(hi) + 1))
-            elif part:
-                numbers.append(int(part))
-        return numbers
-
     doc: dict[str, object] = {
         "description": "Usiigaci 10x phase contrast with hand-drawn cell instances (Tsai et al. 2019, MIT)"
     }
     for section, spec in (("training", train), ("validation", validation), ("test", test)):
         items = []
-        for n in sets(spec):
+        for n in _parse_ints(spec):
             folder = src_path / f"set{n:02d}"
             for f in ("phase.tif", "cells.png"):
                 if not (folder / f).is_file():

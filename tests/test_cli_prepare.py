@@ -83,3 +83,13 @@ def test_prepare_usiigaci_points_at_the_files(shared_data: Path, tmp_path: Path)
         "prepare", "usiigaci", "--src", str(shared_data / "usiigaci"), "--out", str(tmp_path / "v"), "--test", "31"
     )
     assert missing.returncode != 0 and "set 31" in missing.stderr
+
+
+def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
+    from monai_isl.cli import demo
+
+    result = demo(out=str(tmp_path / "demo"), n_images=4, size=96, epochs=1, roi=64)
+    assert -1.0 <= result["pcc_mean"] <= 1.0
+    assert json.loads((tmp_path / "demo" / "result.json").read_text())["pcc_mean"] == result["pcc_mean"]
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 0
+    assert (tmp_path / "demo" / "models" / "model.pt").is_file()

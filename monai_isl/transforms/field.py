@@ -28,6 +28,27 @@ from ..io import read_image, write_image
 STATS_SUFFIX = "_percentiles"
 
 
+def scale_by_percentiles(array: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """``(x - low) / (high - low)`` per channel in float64, with ``stats`` the ``(C, 2)`` stored percentiles.
+
+    A flat channel (high == low) becomes ``x - low`` instead of a division by zero.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    low = stats[:, 0].reshape(-1, *([1] * (np.ndim(array) - 1)))
+    span = (stats[:, 1] - stats[:, 0]).reshape(low.shape)
+    return (np.asarray(array, dtype=np.float64) - low) / np.where(span > 0, span, 1.0)
+
+
+def output_path(output_dir: str | Path, name: str, suffix: str) -> Path:
+    """Where the prediction for input ``name`` goes: ``output_dir/<name><suffix>``, a relative name's folders
+    flattened with ``_`` and an absolute one reduced to its file name, image extensions dropped."""
+    stem = Path(name)
+    for ext in (".gz", ".nii", ".tiff", ".tif", ".png"):
+        stem = stem.with_suffix("") if stem.name.lower().endswith(ext) else stem
+    parts = [stem.name] if stem.is_absolute() else [p for p in stem.parts if p not in ("..", ".")]
+    return Path(output_dir) / f"{'_'.join(parts)}{suffix}"
+
+
 def _files(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
 
@@ -150,11 +171,7 @@ class ApplyPercentilesd(MapTransform):
             stats_key = f"{key}{STATS_SUFFIX}"
             if stats_key not in d:
                 raise KeyError(f"key '{key}': no '{stats_key}' in the item; put PercentileStatsd before this")
-            stats = np.asarray(d[stats_key], dtype=np.float64)
-            low = stats[:, 0].reshape(-1, *([1] * (np.ndim(d[key]) - 1)))
-            span = (stats[:, 1] - stats[:, 0]).reshape(low.shape)
-            span = np.where(span > 0, span, 1.0)
-            out = ((np.asarray(d[key], dtype=np.float64) - low) / span).astype(np.float32)
+            out = scale_by_percentiles(d[key], d[stats_key]).astype(np.float32)
             d[key] = np.clip(out, 0.0, 1.0) if self.clip else out
         return d
 
@@ -201,10 +218,7 @@ class RandCropSamplesd(Randomizable, MapTransform):
         crop = np.asarray(d[self.signal_key])[(slice(None), *window)]
         stats = d.get(f"{self.signal_key}{STATS_SUFFIX}")
         if stats is not None:
-            stats = np.asarray(stats)
-            low = stats[:, 0].reshape(-1, 1, 1)
-            span = np.maximum(stats[:, 1] - stats[:, 0], 1e-12).reshape(-1, 1, 1)
-            signal = (crop - low) / span > self.signal_threshold
+            signal = scale_by_percentiles(crop, stats) > self.signal_threshold
         else:
             signal = crop > 0
         return float(signal.mean()) >= self.min_signal_fraction
@@ -255,14 +269,6 @@ class WriteFieldd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.output_dir, self.suffix, self.dtype, self.name_key = Path(output_dir), suffix, dtype, name_key
 
-    def output_path(self, name: str) -> Path:
-        """Output path for an input named ``name``: a relative name keeps its folders, flattened with ``_``."""
-        stem = Path(name)
-        for ext in (".gz", ".nii", ".tiff", ".tif", ".png"):
-            stem = stem.with_suffix("") if stem.name.lower().endswith(ext) else stem
-        parts = [stem.name] if stem.is_absolute() else [p for p in stem.parts if p not in ("..", ".")]
-        return self.output_dir / f"{'_'.join(parts)}{self.suffix}"
-
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
@@ -272,7 +278,8 @@ class WriteFieldd(MapTransform):
                 array = array.astype(np.uint16 if array.max(initial=0) <= np.iinfo(np.uint16).max else np.uint32)
             elif self.dtype is not None:
                 array = array.astype(self.dtype)
-            d[f"{key}_file"] = str(write_image(self.output_path(str(d[self.name_key])), array))
+            path = output_path(self.output_dir, str(d[self.name_key]), self.suffix)
+            d[f"{key}_file"] = str(write_image(path, array))
         return d
 
 
@@ -301,7 +308,7 @@ class WriteOverlayd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.image_key, self.enabled = image_key, enabled
-        self.namer = WriteFieldd(keys, output_dir, suffix=suffix, name_key=name_key)
+        self.output_dir, self.suffix, self.name_key = Path(output_dir), suffix, name_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -323,5 +330,6 @@ class WriteOverlayd(MapTransform):
             colour = _OVERLAY_COLOURS[labels[edges].astype(np.int64) % len(_OVERLAY_COLOURS)]  # cycles over cells
             for c in range(3):
                 rgb[c][edges] = colour[:, c]
-            d[f"{key}_overlay"] = str(write_image(self.namer.output_path(str(d[self.namer.name_key])), rgb))
+            path = output_path(self.output_dir, str(d[self.name_key]), self.suffix)
+            d[f"{key}_overlay"] = str(write_image(path, rgb))
         return d
