@@ -1,4 +1,5 @@
-"""Helpers the bundle configs call: where the bundle is, and the device to train on.
+"""Helpers the bundle configs call: where the bundle is, the device to train on, resuming from the newest
+checkpoint, and an early check that the output folders can take the run's files.
 
 Model-zoo bundles assume the current directory is the bundle (``bundle_root: "."``). Ours are also run from the
 repository root (``--config_file bundles/dapi_isl/configs/train.yaml``), so ``bundle_root`` is looked up instead;
@@ -54,31 +55,107 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
+CHECKPOINT_PATTERNS = ("checkpoint_epoch=*.pt", "checkpoint_iteration=*.pt", "checkpoint_final.pt")
+
+
 def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path:
-    """The newest training checkpoint in ``ckpt_dir`` (``checkpoint_epoch=N.pt`` or ``checkpoint_final.pt``).
+    """The newest training checkpoint in ``ckpt_dir``: ``checkpoint_epoch=N.pt``, ``checkpoint_iteration=N.pt``
+    (``save_every_n_iterations``) or ``checkpoint_final.pt``, by modification time.
 
     Raises:
         FileNotFoundError: there is none; the message names the folder.
     """
     folder = Path(ckpt_dir)
-    candidates = [*folder.glob("checkpoint_epoch=*.pt"), *folder.glob("checkpoint_final.pt")]
+    candidates = [p for pattern in CHECKPOINT_PATTERNS for p in folder.glob(pattern)]
     if not candidates:
-        raise FileNotFoundError(f"--resume: no checkpoint_epoch=N.pt or checkpoint_final.pt in '{folder}'")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+        raise FileNotFoundError(
+            f"--resume: no checkpoint_epoch=N.pt or checkpoint_final.pt in '{folder}' (nor checkpoint_iteration=N.pt)"
+        )
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns)
 
 
 def attach_resume(trainer: Any, ckpt_dir: str | os.PathLike, load_dict: dict[str, Any]) -> Path:
-    """Make ``trainer`` start from the newest checkpoint: network, optimiser, epoch and iteration are restored.
+    """Make ``trainer`` start from the newest checkpoint in ``ckpt_dir``.
 
-    A larger ``max_epochs`` than the checkpoint's continues training (MONAI's ``CheckpointLoader`` keeps it).
+    When the trainer starts, every object of ``load_dict`` that the checkpoint holds is restored (network,
+    optimiser, trainer = epoch and iteration, and whatever else the config saves, e.g. the best-model
+    bookkeeping); an object the checkpoint lacks (an older file) keeps its fresh state, with a warning. A larger
+    ``max_epochs`` than the checkpoint's continues training, as with MONAI's ``CheckpointLoader``.
+
+    A checkpoint taken mid-epoch (``save_every_n_iterations``) resumes mid-epoch: Ignite runs the rest of that
+    epoch from a fresh pass over the (shuffled) data, so the total number of iterations is that of an uninterrupted
+    run; afterwards each epoch again starts its own pass. The batches are not the ones the interrupted run would
+    have drawn (random states are not checkpointed), so a resumed run is not bit-identical to an uninterrupted one.
+
+    Raises:
+        FileNotFoundError: ``ckpt_dir`` holds no checkpoint (at once, before any training).
+        ValueError: the checkpoint is past ``max_epochs`` (when the trainer starts).
     """
-    from monai.handlers import CheckpointLoader
+    import logging
+
+    from ignite.engine import Events
+    from ignite.handlers import Checkpoint
 
     path = latest_checkpoint(ckpt_dir)
-    CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=getattr(trainer, "device", None)).attach(
-        trainer
-    )
+    log = logging.getLogger(__name__)
+
+    def _restore(engine: Any) -> None:
+        checkpoint = torch.load(path, map_location=getattr(engine.state, "device", None) or "cpu", weights_only=True)
+        present = {k: v for k, v in load_dict.items() if k in checkpoint}
+        if not present:
+            raise ValueError(f"--resume: '{path}' holds none of {sorted(load_dict)}; is it a training checkpoint?")
+        for key in sorted(set(load_dict) - set(present)):
+            log.warning(f"--resume: '{path}' holds no '{key}'; it starts afresh")
+        max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=present, checkpoint=checkpoint)
+        if max_epochs is not None and engine.state.epoch > max_epochs:
+            raise ValueError(
+                f"--resume: '{path}' is at epoch {engine.state.epoch}, past max_epochs={max_epochs}; "
+                "pass a larger --max_epochs to train further"
+            )
+        engine.state.max_epochs = max_epochs
+        epoch_length = engine.state.epoch_length
+        log.info(f"resumed from '{path}': epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        if epoch_length and engine.state.iteration % epoch_length:
+            # Ignite keeps the data iterator of the shortened epoch going into the next one: restart it instead
+            engine.add_event_handler(
+                Events.EPOCH_COMPLETED(once=engine.state.iteration // epoch_length + 1),
+                lambda e: e.set_data(e.state.dataloader),
+            )
+
+    trainer.add_event_handler(Events.STARTED, _restore)
     return path
+
+
+def check_writable(path: str | os.PathLike, min_free_mb: float = 0.0, what: str = "output folder") -> Path:
+    """Create ``path`` if needed and make sure files can be written there and ``min_free_mb`` MiB are free.
+
+    Called from the configs' ``initialize`` so that a read-only, full or mistyped folder stops the run before
+    hours of training instead of at the first checkpoint.
+
+    Raises:
+        OSError: the folder cannot be created or written to, or has too little free space; the message names it.
+    """
+    import shutil
+    import tempfile
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write_test."):
+            pass
+    except OSError as err:
+        raise OSError(
+            f"{what} '{folder}' is not writable ({type(err).__name__}: {err.strerror or err}); "
+            "choose another folder on the command line (e.g. --ckpt_dir / --output_dir)"
+        ) from err
+    free_mb = shutil.disk_usage(folder).free / 2**20
+    if free_mb < min_free_mb:
+        raise OSError(
+            f"{what} '{folder}' has {free_mb:.0f} MiB free, the run needs at least {min_free_mb:.0f} MiB "
+            "(min_free_mb); free some space or choose another folder"
+        )
+    return folder
 
 
 def as_bool(value: Any) -> bool:

@@ -4,6 +4,8 @@ Commands:
     synth   write a synthetic dataset (label-free + fluorescence + instance labels + datalists)
     demo    the main job: synthetic data -> train dapi_isl briefly on CPU -> evaluate -> print the PCC
     prepare data preparation (``prepare isl_example``: the public ISL sample as a dataset folder)
+    sweep   the paper's experiment: N-sweep of segmentation training, ISL vs baseline, tables and figures
+    export-bundle  a bundle as a self-contained model-zoo zip (its code inside, no monai_isl needed to run it)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import fire
 import numpy as np
 
 from . import bundle as bundle_utils
+from .export import export_bundle
+from .sweep import sweep
 
 logger = logging.getLogger("monai_isl")
 
@@ -130,7 +134,13 @@ def _demo_figure(data_dir: str, pred_dir: Path, path: Path, pcc: float) -> Path:
     )
 
 
-COMMANDS = {"synth": synth, "demo": demo, "prepare": _prepare_commands()}
+COMMANDS = {
+    "synth": synth,
+    "demo": demo,
+    "prepare": _prepare_commands(),
+    "sweep": sweep,
+    "export-bundle": export_bundle,
+}
 
 
 def main() -> None:

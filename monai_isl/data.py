@@ -10,7 +10,9 @@ several files such as a z-stack that the loader max-projects). Paths are relativ
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 from monai.data import CacheDataset, Dataset
 
 SECTIONS = ("training", "validation", "test")
+
+logger = logging.getLogger(__name__)
 
 
 def find_datalist(dataset_dir: str | os.PathLike, task: str) -> str:
@@ -100,15 +104,140 @@ def load_datalist(
     return resolved
 
 
-def make_dataset(data: list[dict[str, Any]], transform: Any, cache_rate: float = 1.0, num_workers: int = 0) -> Dataset:
+CACHE_MODES = ("auto", "ram", "disk", "none")
+
+
+def make_dataset(
+    data: list[dict[str, Any]],
+    transform: Any,
+    cache_rate: float = 1.0,
+    num_workers: int = 0,
+    cache: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    ram_limit_gb: float = 2.0,
+) -> Dataset:
     """A dataset that caches the deterministic head of ``transform`` (decoded images in their native dtype).
 
     With the loading and percentile statistics cached, each epoch only crops and normalises, and a
     uint16 field costs 2 bytes per pixel and channel instead of the 8 of the reference's float64 crops.
-    ``cache_rate=0`` loads lazily instead.
+
+    Args:
+        data: the items.
+        transform: a ``Compose``; what comes before its first random transform is cached.
+        cache_rate: fraction of the items kept in RAM (``cache="ram"``); ``<= 0`` loads lazily (no cache at all).
+        num_workers: threads that fill the cache (0: MONAI's / one per CPU).
+        cache: ``ram`` (MONAI ``CacheDataset``: fastest, costs the decoded size in RAM), ``disk``
+            (:class:`monai_isl.cache.DiskCacheDataset`: ``.npy`` files in ``cache_dir``, memory-mapped, crops read
+            on the fly: RAM stays flat whatever the number of fields), ``none`` (decode every time), or ``auto``:
+            ``ram`` when the decoded dataset (first item's size x number of items) fits in ``ram_limit_gb``,
+            else ``disk``.
+        cache_dir: folder for ``disk`` (default: ``monai_isl_cache`` in the system's temporary folder).
+        ram_limit_gb: the ``auto`` threshold.
+
+    Raises:
+        ValueError: an unknown ``cache`` mode.
     """
-    if cache_rate <= 0:
+    mode = str(cache).lower()
+    if mode not in CACHE_MODES:
+        raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+    if mode == "none" or cache_rate <= 0:
         return Dataset(data=data, transform=transform)
+    precomputed = {}
+    if mode == "auto":
+        from .cache import cached_nbytes, first_random_index
+
+        head = transform(data[0], end=first_random_index(transform), threading=True) if data else {}
+        estimate = cached_nbytes(head) * len(data) * min(1.0, float(cache_rate))
+        mode = "ram" if estimate <= float(ram_limit_gb) * 2**30 else "disk"
+        precomputed = {0: head}
+        logger.info("cache=auto: decoded dataset ~%.2f GB -> %s cache", estimate / 2**30, mode)
+    if mode == "disk":
+        from .cache import DiskCacheDataset
+
+        folder = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "monai_isl_cache"
+        return DiskCacheDataset(data, transform, folder, num_workers=num_workers, precomputed=precomputed)
+    # copy_cache=False: the transforms after the cache never write into the cached arrays (RandCropSamplesd copies
+    # its crops), so MONAI's deep copy of the whole field on every access would be wasted time and memory
     return CacheDataset(
-        data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers or None, progress=False
+        data=data,
+        transform=transform,
+        cache_rate=cache_rate,
+        num_workers=num_workers or None,
+        progress=False,
+        copy_cache=False,
     )
+
+
+# ---- inference over long folders: list the images, skip the unreadable ones -------------------------------------
+
+SKIPPED_KEY = "skipped"
+
+
+def list_images(folder: str | os.PathLike, pattern: str = "*.tif", key: str = "image") -> list[dict[str, Any]]:
+    """One item per file in ``folder`` matching the glob ``pattern`` (``**/*.tif`` searches sub-folders), sorted.
+
+    Each file is one field holding all input channels (``(C, H, W)`` or ``(H, W, C)`` for several). ``name`` is the
+    path relative to ``folder``, so predictions are named after the input file. Hidden files are ignored.
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder, or nothing in it matches ``pattern``.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input_dir '{root}' is not a folder")
+    files = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"no file in input_dir '{root}' matches the pattern '{pattern}' (--input_pattern)")
+    return [{key: str(p), "name": p.relative_to(root).as_posix()} for p in files]
+
+
+def failure_reason(err: BaseException) -> str:
+    """``"Type: message"`` of the first exception of a chain that is not MONAI's ``applying transform ...`` wrapper
+    (so a file read by :func:`monai_isl.io.read_image` is named together with what went wrong)."""
+    current: BaseException | None = err
+    while current is not None:
+        if not str(current).startswith("applying transform"):
+            return f"{type(current).__name__}: {current}"
+        current = current.__cause__ or current.__context__
+    return f"{type(err).__name__}: {err}"
+
+
+class SkipUnreadable(Dataset):
+    """A MONAI ``Dataset`` whose items that fail to load or transform become a marker instead of an exception.
+
+    A corrupt, truncated, missing or wrongly shaped field in the middle of a long inference run then costs that field
+    only: the item comes back as ``{"skipped": {"name", "files", "reason"}}``, :func:`collate_skipping` sets it
+    aside and ``monai_isl.handlers.SkippedFieldsReport`` logs it, leaves it out of the run and lists it at the end.
+    """
+
+    def __init__(self, data: Sequence, transform: Any = None, file_keys: Sequence[str] = ("image",)) -> None:
+        super().__init__(data=data, transform=transform)
+        self.file_keys = tuple(file_keys)
+
+    def _transform(self, index: int) -> Any:
+        try:
+            return super()._transform(index)
+        except Exception as err:  # any failure of this one item; KeyboardInterrupt etc. still stop the run
+            item = self.data[index]
+            item = item if isinstance(item, dict) else {}
+            files = [str(f) for k in self.file_keys if k in item for f in _as_list(item[k])]
+            name = str(item.get("name", files[0] if files else index))
+            return {SKIPPED_KEY: {"name": name, "files": files, "reason": failure_reason(err)}}
+
+
+def collate_skipping(batch: Sequence[Any]) -> Any:
+    """``DataLoader`` collate: the readable items collated as MONAI does, the skipped ones (if any) under ``"skipped"``.
+
+    A batch of skipped items only is ``{"skipped": [...]}``; ``SkippedFieldsReport`` takes the list out of every
+    batch and drops batches left empty.
+    """
+    from monai.data import list_data_collate
+
+    good = [item for item in batch if not (isinstance(item, dict) and SKIPPED_KEY in item)]
+    skipped = [item[SKIPPED_KEY] for item in batch if isinstance(item, dict) and SKIPPED_KEY in item]
+    collated = list_data_collate(good) if good else {}
+    if not isinstance(collated, dict):
+        raise TypeError(f"collate_skipping expects dictionary items, got {type(good[0]).__name__}")
+    if skipped:
+        collated[SKIPPED_KEY] = skipped
+    return collated

@@ -14,13 +14,16 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
 
 
 def save_panel(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | None],
     titles: Sequence[str],
     path: str | Path,
     suptitle: str | None = None,
     cmaps: Sequence[str] | None = None,
 ) -> Path:
-    """Save 2D images side by side as a PNG, each shown between its own 1st and 99.8th percentile."""
+    """Save 2D images side by side as a PNG, each shown between its own 1st and 99.8th percentile.
+
+    An image given as None is drawn as an empty tile saying "not available" (e.g. no fluorescence for a dataset).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,11 +32,14 @@ def save_panel(
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.5), squeeze=False)
     for i, (ax, image, title) in enumerate(zip(axes[0], images, titles)):
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+        if image is None:
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes, color="0.4")
+            continue
         image = np.squeeze(np.asarray(image, dtype=np.float32))
         vmin, vmax = _display_range(image)
         ax.imshow(image, cmap=(cmaps[i] if cmaps else "gray"), vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundle import as_bool
 from .io import read_image, write_image
 
 # measured on the sample: the fluorescence must move by (+6, -2) px (rows, columns) to overlay the phase planes
@@ -115,6 +116,8 @@ def isl_example(
     margin: int = 16,
     validation_width: int = 256,
     nuclei_labels: bool = True,
+    tile: int = 0,
+    drop_empty: bool | str = False,
 ) -> str:
     """Prepare the ISL sample: registered, margin-cropped halves, written as TIFFs with a datalist.
 
@@ -133,6 +136,11 @@ def isl_example(
         validation_width: width of the validation strip taken from the right of the top half.
         nuclei_labels: also derive nucleus instance labels from DAPI (:func:`nuclei_from_fluorescence`, on the
             whole registered field) and write ``nucleus_seg.json`` with them as the target.
+        tile: cut the training and test regions into non-overlapping ``tile`` x ``tile`` images (``training/r0c1``
+            ...; the remainder at the right and bottom is dropped), e.g. for the N-sweep, which needs several
+            training images; 0 keeps one image per region.
+        drop_empty: with ``tile``, leave out tiles without any nucleus (needs ``nuclei_labels``): an annotated
+            training image shows nuclei, and an empty test tile scores only 0 or 1.
     """
     src_path, out_path = Path(src), Path(out)
     plane_ids = _parse_ints(planes)
@@ -162,26 +170,59 @@ def isl_example(
         dapi = fluorescence[0] if target == "dapi" else shift_image(read_image(src_path / "dapi.png"), offset)[0]
         labels = nuclei_from_fluorescence(dapi)
         nucleus_list["description"] = datalist["description"] + "; nucleus labels derived from DAPI"
+    skip_empty = bool(tile) and as_bool(drop_empty)
+    if skip_empty and labels is None:
+        raise ValueError("--drop_empty needs the nucleus labels (--nuclei_labels true)")
     for section, (rows, cols) in regions.items():
-        folder = out_path / section
-        image_files = []
-        for channel, z in enumerate(plane_ids):
-            write_image(folder / f"phase_z{z:02d}.tif", phase[channel, rows, cols])
-            image_files.append(f"{section}/phase_z{z:02d}.tif")
-        write_image(folder / f"{target}.tif", fluorescence[0, rows, cols])
-        datalist[section] = [{"image": image_files, "label": f"{section}/{target}.tif", "name": section}]
-        if labels is not None:
-            write_image(folder / "nuclei.tif", labels[rows, cols])
-            nucleus_list[section] = [{"image": image_files, "label": f"{section}/nuclei.tif", "name": section}]
+        for suffix, (r, c) in _tiles(rows, cols, tile if section != "validation" else 0):
+            if skip_empty and suffix and not labels[r, c].any():
+                print(f"{section} tile {suffix}: no nucleus, left out")
+                continue
+            folder = out_path / section / suffix
+            image_files = []
+            for channel, z in enumerate(plane_ids):
+                write_image(folder / f"phase_z{z:02d}.tif", phase[channel, r, c])
+                image_files.append(f"{section}/{suffix}/phase_z{z:02d}.tif".replace("//", "/"))
+            item_name = f"{section}_{suffix}" if suffix else section
+            write_image(folder / f"{target}.tif", fluorescence[0, r, c])
+            label_file = f"{section}/{suffix}/{target}.tif".replace("//", "/")
+            datalist.setdefault(section, []).append({"image": image_files, "label": label_file, "name": item_name})
+            if labels is not None:
+                write_image(folder / "nuclei.tif", labels[r, c])
+                item = {"image": image_files, "label": label_file.replace(f"{target}.tif", "nuclei.tif")}
+                nucleus_list.setdefault(section, []).append({**item, "name": item_name})
     name = "dapi_isl" if target == "dapi" else f"{target}_isl"
     (out_path / f"{name}.json").write_text(json.dumps(datalist, indent=2))
     if labels is not None:
         (out_path / "nucleus_seg.json").write_text(json.dumps(nucleus_list, indent=2))
     print(
         f"wrote {out_path} ({name}.json): "
-        + ", ".join(f"{k} {v[0].stop - v[0].start}x{v[1].stop - v[1].start}" for k, v in regions.items())
+        + ", ".join(
+            f"{k} {v[0].stop - v[0].start}x{v[1].stop - v[1].start} ({len(datalist[k])} image(s))"
+            for k, v in regions.items()
+        )
     )
     return str(out_path)
+
+
+def _tiles(rows: slice, cols: slice, tile: int) -> list[tuple[str, tuple[slice, slice]]]:
+    """``("rRcC", (rows, cols))`` for each whole ``tile`` x ``tile`` block of a region; ``[("", region)]`` for 0."""
+    if not tile:
+        return [("", (rows, cols))]
+    n_rows, n_cols = (rows.stop - rows.start) // tile, (cols.stop - cols.start) // tile
+    if n_rows < 1 or n_cols < 1:
+        raise ValueError(f"--tile {tile} is larger than the region ({rows.stop - rows.start}x{cols.stop - cols.start})")
+    return [
+        (
+            f"r{i}c{j}",
+            (
+                slice(rows.start + i * tile, rows.start + (i + 1) * tile),
+                slice(cols.start + j * tile, cols.start + (j + 1) * tile),
+            ),
+        )
+        for i in range(n_rows)
+        for j in range(n_cols)
+    ]
 
 
 def usiigaci(

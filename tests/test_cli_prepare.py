@@ -73,6 +73,29 @@ def test_prepare_isl_example_registers_and_splits(shared_data: Path, tmp_path: P
     assert "moved by (6, -2)" in json.loads((out / "dapi_isl.json").read_text())["description"]
 
 
+def test_prepare_isl_example_tiles_for_the_sweep(shared_data: Path, tmp_path: Path) -> None:
+    from monai_isl.prepare import isl_example
+
+    src = shared_data / "isl_condition_b"
+    whole = Path(isl_example(src=str(src), out=str(tmp_path / "whole")))
+    tiled = Path(isl_example(src=str(src), out=str(tmp_path / "tiled"), tile=160))
+    train_whole = read_image(load_datalist(whole / "nucleus_seg.json", "training")[0]["label"])[0]
+    tiles = load_datalist(tiled / "nucleus_seg.json", "training")
+    assert len(tiles) == (496 // 160) * (736 // 160) == 12  # the training region, remainder dropped
+    assert len(load_datalist(tiled / "nucleus_seg.json", "test")) == 3 * 6
+    assert len(load_datalist(tiled / "dapi_isl.json", "validation")) == 1  # validation strip left whole
+    for item in tiles:  # every tile is its block of the untiled region, for labels and inputs
+        i, j = int(item["name"][-3]), int(item["name"][-1])
+        block = (slice(160 * i, 160 * (i + 1)), slice(160 * j, 160 * (j + 1)))
+        np.testing.assert_array_equal(read_image(item["label"])[0], train_whole[block])
+    assert {t["name"] for t in tiles} == {f"training_r{i}c{j}" for i in range(3) for j in range(4)}
+    kept = Path(isl_example(src=str(src), out=str(tmp_path / "kept"), tile=160, drop_empty=True))
+    kept_tiles = load_datalist(kept / "nucleus_seg.json", "training")
+    non_empty = [t["name"] for t in tiles if read_image(t["label"]).any()]
+    assert [t["name"] for t in kept_tiles] == non_empty and 0 < len(non_empty) < len(tiles)
+    assert [t["name"] for t in load_datalist(kept / "dapi_isl.json", "training")] == non_empty
+
+
 def test_prepare_usiigaci_points_at_the_files(shared_data: Path, tmp_path: Path) -> None:
     result = _cli("prepare", "usiigaci", "--src", str(shared_data / "usiigaci"), "--out", str(tmp_path / "u"))
     assert result.returncode == 0, result.stderr[-2000:]

@@ -44,7 +44,7 @@ def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> Non
     assert any((tmp_path / "runs").glob("events.out.tfevents*"))
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert (
-        set(final) == {"model", "optimizer", "trainer"}
+        set(final) == {"model", "optimizer", "trainer", "best_model"}
         and final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]
     )
 

@@ -1,7 +1,9 @@
-"""Ignite handlers wrapping the monai_isl metrics, for use as key metrics in bundle configs."""
+"""Ignite handlers for the bundle configs: metrics, kill-safe checkpoints, NaN stop, skip-and-report inference."""
 
 from .checkpoint import AtomicCheckpointSaver  # noqa: F401
 from .naming import image_names  # noqa: F401
+from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss  # noqa: F401
 from .regression import PearsonCorrelation  # noqa: F401
 from .report import InstanceReport  # noqa: F401
 from .segmentation import IoU, MeanAveragePrecision  # noqa: F401
+from .skipped import SkippedFieldsReport  # noqa: F401
