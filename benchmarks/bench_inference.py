@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"\n{args.size} x {args.size} field, cell_instance_seg inference, {torch.get_num_threads()} torch threads; "
-        f"median over fields 2..{args.fields} of {args.rounds} round(s) (field 1 = warm-up)"
+        + (
+            f"median over fields 2..{args.fields} of {args.rounds} round(s) (field 1 = warm-up)"
+            if args.fields > 1
+            else "one field"
+        )
     )
     print(
         "| setting | end to end / field | wait for the field (read + normalise) | network | post-process + write "

@@ -12,8 +12,8 @@ Cache layout: ``<cache_dir>/<sha256>/`` per item, with ``meta.pkl`` (the small v
 one ``.npy`` per array. The key hashes the item, each listed file's size and modification time, and the
 parameters of the cached transforms, so editing a file or a percentile setting makes a new entry (old entries are
 left; delete the folder to reclaim the space). Settings that are not plain values (a function, an object) enter
-the key by their type only: after changing such a transform, delete the cache folder. Entries are written to a temporary folder and renamed, so an
-interrupted run never leaves a half-written entry behind.
+the key by their type only: after changing such a transform, delete the cache folder. Entries are written to a
+temporary folder and renamed, so an interrupted run never leaves a half-written entry behind.
 """
 
 from __future__ import annotations
