@@ -182,6 +182,8 @@ class Sweep:
         self.pool = load_datalist(self.datalist, "training")
         self.test = load_datalist(self.datalist, "test")
         self.validation = self._optional_section("validation")
+        if not 0 <= int(example) < len(self.test):
+            raise ValueError(f"--example {example}: expected a test image index in 0..{len(self.test) - 1}")
         names = [item["name"] for item in self.pool]
         if len(set(names)) != len(names):
             raise ValueError(f"datalist '{self.datalist}': training item names are not unique")
@@ -397,7 +399,7 @@ def _worker(run_file: str) -> None:
     models, marker = folder / "models", folder / "trained.json"
     train = {**run["train"], "ckpt_dir": str(models), "output_dir": str(folder / "logs")}
     if not marker.is_file():
-        has_ckpt = any(models.glob("checkpoint_epoch=*.pt")) or (models / "checkpoint_final.pt").is_file()
+        has_ckpt = any(p for pattern in bundle_utils.CHECKPOINT_PATTERNS for p in models.glob(pattern))
         if has_ckpt:
             train["resume"] = True
             print(f"resuming {run['id']} from its last checkpoint in {models}", flush=True)

@@ -79,6 +79,8 @@ def test_bad_sweep_arguments_are_named(synth_dir: Path, tmp_path: Path, monkeypa
     kwargs = dict(task="nucleus", dataset=str(synth_dir), out=str(tmp_path / "o"), inits=["isl", "none"], seeds=[0])
     with pytest.raises(ValueError, match="training pool has 3 images"):
         sw.Sweep(sizes=[1, 4], **kwargs)
+    with pytest.raises(ValueError, match=r"--example 5: expected a test image index in 0\.\.0"):
+        sw.Sweep(sizes=[1], example=5, **kwargs)
     with pytest.raises(ValueError, match="--task"):
         sw.Sweep(sizes=[1], **{**kwargs, "task": "mitochondria"})
     with pytest.raises(ValueError, match="--inits"):
