@@ -52,6 +52,14 @@ def _command(root: Path, synth_dir: Path, **overrides: str) -> list[str]:
     return cmd
 
 
+def _run_to_completion(command: list[str], cwd: Path) -> str:
+    """Run a bundle command to its end; assert it succeeded and return its output (stdout + stderr)."""
+    done = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=cwd, timeout=TIMEOUT_S)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    return log
+
+
 def _iterations(log: str) -> list[int]:
     """Global iteration numbers of the per-iteration loss lines of a training log."""
     return [(int(e) - 1) * int(n) + int(i) for e, i, n in ITER_LINE.findall(log)]
@@ -111,16 +119,9 @@ def test_sigkill_mid_epoch_then_resume(synth_dir: Path, tmp_path: Path) -> None:
     # resume: finish the interrupted epoch and one more
     max_epochs = k // EPOCH_LENGTH + 2
     total = max_epochs * EPOCH_LENGTH
-    resumed = subprocess.run(
-        _command(root, synth_dir, max_epochs=str(max_epochs), save_every_n_iterations="2", resume="true"),
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=tmp_path,
-        timeout=TIMEOUT_S,
+    log = _run_to_completion(
+        _command(root, synth_dir, max_epochs=str(max_epochs), save_every_n_iterations="2", resume="true"), tmp_path
     )
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-3000:]
     assert f"resumed from '{cut_path}': epoch {k // EPOCH_LENGTH}, iteration {k}" in log
     assert _iterations(log) == list(range(k + 1, total + 1))  # exactly the missing iterations, none repeated
     final = _load(models / "checkpoint_final.pt")
@@ -181,16 +182,9 @@ def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path) -> 
     partial = list(models.glob(".checkpoint_epoch=2.pt.*.tmp"))
     assert len(partial) == 1 and partial[0].stat().st_size == len(b"the first bytes of a checkpoint")
 
-    resumed = subprocess.run(
-        _command(root, synth_dir, max_epochs="2", resume="true", network_def=json.dumps(TINY_NET)),
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=tmp_path,
-        timeout=TIMEOUT_S,
+    log = _run_to_completion(
+        _command(root, synth_dir, max_epochs="2", resume="true", network_def=json.dumps(TINY_NET)), tmp_path
     )
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-3000:]
     assert f"resumed from '{models / 'checkpoint_epoch=1.pt'}': epoch 1, iteration {EPOCH_LENGTH}" in log
     assert "left over from a checkpoint write that was interrupted" in log
     files = _every_pt_loads(models)
