@@ -5,8 +5,11 @@ Runs ``bundles/cell_instance_seg/configs/inference.yaml`` with ``monai.bundle.Co
 sliding-window FlexibleUNet-densenet121 on 512 x 512 windows, h-maxima watershed, TIFF write. Two settings run in
 the same process, alternately:
 
-* baseline: the inference config as it was (window overlap 0.25 -> 36 windows, ``sw_batch_size`` 4, NCHW);
-* default: the config as it is now (``sw_overlap`` 0.1875 -> 25 windows, ``channels_last``, its ``sw_batch_size``).
+* baseline: the inference config as it was (window overlap 0.25 -> 36 windows, ``sw_batch_size`` 4, NCHW, one
+  window's convolutions spread over all cores);
+* default: the config as it is now (``sw_overlap`` 0.1875 -> 25 windows, ``channels_last``, on a CPU one window
+  per core in parallel threads: ``sw_threads`` = torch's thread count, 16 windows cut out per pass);
+* ``--sequential`` adds the default with one window at a time on all cores (``sw_threads`` 1).
 
 The field is a real phase-contrast image (by default the held-out Usiigaci field ``set26`` from ``../shared/data``,
 1022 x 1024) mirrored out to 2160 x 2160, or a synthetic DIC field (``--image ''`` or no data folder); field ``i > 1``
@@ -45,7 +48,19 @@ sys.path.insert(0, str(ROOT))
 from monai_isl.metrics import mean_average_precision  # noqa: E402
 
 TARGET_S = 15.0
-BASELINE = {"sw_overlap": 0.25, "sw_batch_size": 4, "channels_last": False}
+BASELINE = {  # the config before: MONAI's plain SlidingWindowInferer, 4 windows per network call, NCHW weights
+    "sw_overlap": 0.25,
+    "sw_batch_size": 4,
+    "channels_last": False,
+    "inferer": {
+        "_target_": "SlidingWindowInferer",
+        "roi_size": "@roi_size",
+        "sw_batch_size": "@sw_batch_size",
+        "overlap": "@sw_overlap",
+        "mode": "gaussian",
+    },
+}
+SEQUENTIAL = {"sw_threads": 1}  # the default, but one window at a time on all cores
 
 
 REAL_IMAGE = ROOT.parent / "shared" / "data" / "usiigaci" / "set26" / "phase.tif"  # a held-out Usiigaci field
@@ -241,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explore-repeat", type=int, default=3)
     parser.add_argument("--explore-only", action="store_true", help="only the per-window timings")
     parser.add_argument("--no-baseline", action="store_true", help="only the current config")
+    parser.add_argument(
+        "--sequential", action="store_true", help="also the default with one window at a time (no window threads)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -260,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"field: {image + ' mirrored to the field size' if image else 'synthetic DIC'}; network: ", end="")
     print(args.checkpoint or "random weights (the post-processing time is not representative)")
     settings = {"default": {}} if args.no_baseline else {"baseline": dict(BASELINE), "default": {}}
+    if args.sequential:
+        settings = {
+            **{k: v for k, v in settings.items() if k != "default"},
+            "sequential": dict(SEQUENTIAL),
+            "default": {},
+        }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     for rnd in range(args.rounds):
         for name, overrides in settings.items():

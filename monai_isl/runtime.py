@@ -1,4 +1,4 @@
-"""How the bundles' networks are placed for speed: device and memory format.
+"""How the bundles' networks run fast: device, memory format, and windows in parallel on a CPU.
 
 On a CPU, oneDNN runs the DenseNet-121 encoder and the U-Net decoder with ~15-20 % less work per 512 x 512 window
 on ``channels_last`` (NHWC) tensors than on the default NCHW ones (``benchmarks/README.md``; FACTS.md measured the
@@ -7,18 +7,26 @@ backward + Adam) it brought nothing on the development CPU, so the training conf
 network's 4D weights is enough: a convolution whose weight is ``channels_last`` returns ``channels_last`` output,
 so the inputs (1-3 channels, where both layouts are nearly the same) need no conversion, and a checkpoint loads
 into the converted network unchanged (``load_state_dict`` copies values, not layouts).
+
+Whole-field prediction on a CPU runs the sliding windows in parallel threads, one core and one window each
+(:class:`WindowParallelInferer`), instead of spreading one window's convolutions over all cores: on the 2-core
+development machine a 512 x 512 window costs 0.48 s that way against 0.56 s with both cores on one window
+(oneDNN's threads wait for each other between the DenseNet's ~120 small layers), with the same output.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
+from monai.inferers import SlidingWindowInferer
 from torch import nn
 
 from .bundle import as_bool
 
-__all__ = ["prepare_network"]
+__all__ = ["prepare_network", "WindowParallelInferer", "default_window_threads"]
 
 
 def prepare_network(network: nn.Module, device: Any = None, channels_last: Any = False) -> nn.Module:
@@ -29,3 +37,68 @@ def prepare_network(network: nn.Module, device: Any = None, channels_last: Any =
     if as_bool(channels_last):
         network = network.to(memory_format=torch.channels_last)
     return network
+
+
+def default_window_threads(device: Any) -> int:
+    """Windows run in parallel by :class:`WindowParallelInferer`: one per intra-op thread on a CPU, else 1."""
+    return torch.get_num_threads() if str(device).startswith("cpu") else 1
+
+
+class WindowParallelInferer(SlidingWindowInferer):
+    """MONAI's ``SlidingWindowInferer`` that, on a CPU, sends each window through the network on its own and runs
+    ``threads`` windows at a time in parallel threads with one intra-op thread each.
+
+    Same windows, same Gaussian blending, same output as ``SlidingWindowInferer``; only who computes each window
+    changes. On a CPU, ``sw_batch_size`` is then only how many windows are cut out and stitched per pass (memory:
+    ~4 bytes x (in + out channels) x window pixels each): several windows per network call cost *more* work per
+    window there (the decoder's full-resolution activations leave the cache), and one task per window lets a thread
+    that finishes early take the next window instead of waiting. A lone window gets all cores. Falls back to the
+    plain sliding window for non-CPU inputs, a network in training mode (BatchNorm statistics must not be updated
+    from two threads), autocast, or the ``with_coord`` / ``condition`` variants. The caller's grad mode
+    (``no_grad`` / ``inference_mode``) is applied in the worker threads, which do not inherit it.
+    """
+
+    def __init__(self, *args: Any, threads: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads = max(int(threads), 1)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _per_window_ok(self, inputs: torch.Tensor, network: Callable, kwargs: dict[str, Any]) -> bool:
+        return (
+            inputs.device.type == "cpu"
+            and not getattr(network, "training", False)
+            and not self.with_coord
+            and "condition" not in kwargs
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._per_window_ok(inputs, network, kwargs):
+            return super().__call__(inputs, network, *args, **kwargs)
+        if self._pool is None and self.threads > 1:  # threads with one intra-op thread each (a per-thread setting)
+            self._pool = ThreadPoolExecutor(self.threads, "window", torch.set_num_threads, (1,))
+        pool, grad, inference = self._pool, torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+        def run_window(window: torch.Tensor, *a: Any, **k: Any) -> Any:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return network(window, *a, **k)
+
+        def per_window_network(windows: torch.Tensor, *a: Any, **k: Any) -> Any:
+            if windows.shape[0] == 1:
+                return network(windows, *a, **k)
+            if pool is None:
+                outputs = [network(w, *a, **k) for w in windows.split(1)]
+            else:
+                outputs = list(pool.map(lambda w: run_window(w, *a, **k), windows.split(1)))
+            if isinstance(outputs[0], torch.Tensor):
+                return torch.cat(outputs)
+            if isinstance(outputs[0], dict):
+                return {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
+            return type(outputs[0])(torch.cat(parts) for parts in zip(*outputs))
+
+        return super().__call__(inputs, per_window_network, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:  # the thread pool cannot be pickled or deep-copied
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state

@@ -28,3 +28,17 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from monai_isl.synthetic import write_dataset
 
     return Path(write_dataset(tmp_path_factory.mktemp("synth"), n_images=5, size=96, seed=1))
+
+
+@pytest.fixture
+def tiny_unet_def() -> dict:
+    """An 11 k-parameter 2D U-Net config (1 -> 1 channel) to replace a bundle's ``network_def`` where the
+    mechanics under test (seeding, checkpoints, resume, the NaN stop) do not depend on the network: fast steps,
+    tiny checkpoints."""
+    return {
+        "_target_": "monai.networks.nets.BasicUNet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "features": [4, 4, 8, 8, 16, 4],
+    }

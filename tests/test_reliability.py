@@ -29,15 +29,8 @@ from monai_isl.transforms.field import scale_by_percentiles
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"roi_size": [64, 64], "num_samples": 1, "batch_size": 1, "num_workers": 0}
 # the mechanics under test (seeding, checkpoints, resume, the NaN stop) do not depend on the network, so most runs
-# here swap cellmask_isl's 12.8 M-parameter FlexibleUNet for an 11 k-parameter U-Net (fast steps, tiny checkpoints);
+# here swap cellmask_isl's 12.8 M-parameter FlexibleUNet for conftest's tiny U-Net (`tiny_unet_def`);
 # test_resume_kill.py runs the real network
-TINY_NET = {
-    "_target_": "monai.networks.nets.BasicUNet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "features": [4, 4, 8, 8, 16, 4],
-}
 
 
 def _config(name: str, kind: str) -> str:
@@ -184,7 +177,7 @@ def test_mid_epoch_resume_finishes_the_epoch_then_realigns(tmp_path: Path) -> No
     assert seen == [(2, 5, 10), (2, 6, 11), (3, 7, 10), (3, 8, 11), (3, 9, 12)]
 
 
-def test_bundle_resumes_mid_epoch(synth_dir: Path, tmp_path: Path) -> None:
+def test_bundle_resumes_mid_epoch(synth_dir: Path, tmp_path: Path, tiny_unet_def: dict) -> None:
     """Iteration-level checkpoints: a run cut after iteration 2 of 3 continues to exactly 2 epochs x 3 iterations."""
     models = tmp_path / "models"
     common = {
@@ -193,7 +186,7 @@ def test_bundle_resumes_mid_epoch(synth_dir: Path, tmp_path: Path) -> None:
         "ckpt_dir": str(models),
         "output_dir": str(tmp_path / "runs"),
         "save_every_n_iterations": 2,
-        "network_def": TINY_NET,
+        "network_def": tiny_unet_def,
         **TINY,
     }
     run(max_epochs=1, **common)
@@ -250,13 +243,13 @@ def assert_identical_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -
     assert weights_a.keys() == weights_b.keys() and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-def test_same_seed_same_losses_and_metric(synth_dir: Path, tmp_path: Path) -> None:
-    first = train_and_record(synth_dir, tmp_path / "a", seed=3, num_workers=0, network_def=TINY_NET)
+def test_same_seed_same_losses_and_metric(synth_dir: Path, tmp_path: Path, tiny_unet_def: dict) -> None:
+    first = train_and_record(synth_dir, tmp_path / "a", seed=3, num_workers=0, network_def=tiny_unet_def)
     assert_identical_runs(
-        first, train_and_record(synth_dir, tmp_path / "b", seed=3, num_workers=0, network_def=TINY_NET)
+        first, train_and_record(synth_dir, tmp_path / "b", seed=3, num_workers=0, network_def=tiny_unet_def)
     )
     # the comparison can fail: another seed draws other crops, flips and initial weights
-    other, _ = train_and_record(synth_dir, tmp_path / "c", seed=4, num_workers=0, network_def=TINY_NET)
+    other, _ = train_and_record(synth_dir, tmp_path / "c", seed=4, num_workers=0, network_def=tiny_unet_def)
     assert other["train_loss"] != first[0]["train_loss"]
 
 
@@ -294,7 +287,9 @@ class NaNAtCall(torch.nn.Module):
         return loss * float("nan") if self.calls == self.call else loss
 
 
-def test_nan_loss_stops_before_the_step_and_any_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
+def test_nan_loss_stops_before_the_step_and_any_checkpoint(
+    synth_dir: Path, tmp_path: Path, tiny_unet_def: dict
+) -> None:
     models = tmp_path / "models"
     with pytest.raises(Exception) as info:
         run(
@@ -305,7 +300,7 @@ def test_nan_loss_stops_before_the_step_and_any_checkpoint(synth_dir: Path, tmp_
             max_epochs=2,
             save_every_n_iterations=1,
             loss=NaNAtCall(3),
-            network_def=TINY_NET,
+            network_def=tiny_unet_def,
             **TINY,
         )
     message = _chain(info.value)

@@ -28,14 +28,6 @@ TINY = {"roi_size": "[64,64]", "num_samples": "1", "batch_size": "1", "num_worke
 EPOCH_LENGTH = 3  # the synthetic dataset's 3 training fields, batch size 1
 ITER_LINE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) -- train_loss")
 TIMEOUT_S = 600
-# for the write-interruption test the network does not matter: an 11 k-parameter U-Net keeps that test short
-TINY_NET = {
-    "_target_": "monai.networks.nets.BasicUNet",
-    "spatial_dims": 2,
-    "in_channels": 1,
-    "out_channels": 1,
-    "features": [4, 4, 8, 8, 16, 4],
-}
 
 
 def _bundle_copy(tmp_path: Path) -> Path:
@@ -156,7 +148,7 @@ run(config_file=sys.argv[1], **json.loads(sys.argv[2]))
 """
 
 
-def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path) -> None:
+def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path, tiny_unet_def: dict) -> None:
     """Killed while writing checkpoint_epoch=2.pt: checkpoint_epoch=1.pt and model.pt stay intact and resumable."""
     root = _bundle_copy(tmp_path)
     models = root / "models"
@@ -164,7 +156,7 @@ def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path) -> 
         "bundle_root": str(root),
         "dataset_dir": str(synth_dir),
         "max_epochs": 2,
-        "network_def": TINY_NET,
+        "network_def": tiny_unet_def,
         **{k: json.loads(v) for k, v in TINY.items()},
     }
     killed = subprocess.run(
@@ -183,7 +175,7 @@ def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path) -> 
     assert len(partial) == 1 and partial[0].stat().st_size == len(b"the first bytes of a checkpoint")
 
     log = _run_to_completion(
-        _command(root, synth_dir, max_epochs="2", resume="true", network_def=json.dumps(TINY_NET)), tmp_path
+        _command(root, synth_dir, max_epochs="2", resume="true", network_def=json.dumps(tiny_unet_def)), tmp_path
     )
     assert f"resumed from '{models / 'checkpoint_epoch=1.pt'}': epoch 1, iteration {EPOCH_LENGTH}" in log
     assert "left over from a checkpoint write that was interrupted" in log
