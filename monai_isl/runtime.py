@@ -10,8 +10,11 @@ into the converted network unchanged (``load_state_dict`` copies values, not lay
 
 Whole-field prediction on a CPU runs the sliding windows in parallel threads, one core and one window each
 (:class:`WindowParallelInferer`), instead of spreading one window's convolutions over all cores: on the 2-core
-development machine a 512 x 512 window costs 0.48 s that way against 0.56 s with both cores on one window
-(oneDNN's threads wait for each other between the DenseNet's ~120 small layers), with the same output.
+development machine a 512 x 512 window costs 0.48 s that way against 0.56 s with both cores on one window (most
+likely because two threads on one window synchronise after each of the DenseNet's ~120 small layers), a whole
+2160 x 2160 field 9 % less, with the same output; inside the bundle, where the DataLoader worker reading the next
+field shares the cores, the gain is 0-6 % (``benchmarks/README.md``). At most ``min(sw_threads, sw_batch_size)``
+windows are in flight, each with its own activations; only 2 cores were available to measure this.
 """
 
 from __future__ import annotations
