@@ -421,6 +421,11 @@ def _worker(run_file: str) -> None:
     done = {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "checkpoint": str(checkpoint)}
     done.update(json.loads(marker.read_text()))
     (folder / "done.json").write_text(json.dumps(done, indent=2) + "\n")
+    # a finished run is never retrained: its per-epoch/iteration training states (~155 MB each) only fill the disk;
+    # model.pt and checkpoint_final.pt (the final training state, for fine-tuning further) stay
+    for pattern in ("checkpoint_epoch=*.pt", "checkpoint_iteration=*.pt"):
+        for intermediate in models.glob(pattern):
+            intermediate.unlink()
 
 
 def _log_command(folder: Path, bundle: str, config: str, overrides: dict[str, Any]) -> None:

@@ -113,6 +113,9 @@ def test_sweep_end_to_end_and_resume(synth_dir: Path, tmp_path: Path) -> None:
     runs = {p.name: p for p in (out / "runs").iterdir()}
     assert sorted(runs) == sorted(f"nucleus_N{n}_{i}_seed0" for n in (1, 2) for i in ("isl", "none"))
     assert (out / "pretext" / "models" / "model.pt").is_file()
+    for folder in [out / "pretext", *runs.values()]:  # finished runs keep their models, not every training state
+        kept = sorted(p.name for p in (folder / "models").glob("*.pt"))
+        assert "checkpoint_final.pt" in kept and not [k for k in kept if k.startswith("checkpoint_epoch")], kept
     commands = (runs["nucleus_N1_isl_seed0"] / "commands.txt").read_text()
     assert "-m monai.bundle run" in commands and "nucleus_seg/configs/train.yaml" in commands
     assert "--init isl" in commands and str(out / "pretext" / "models" / "model.pt") in commands
