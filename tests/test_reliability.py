@@ -326,6 +326,17 @@ def _fresh_cellmask_model(path: Path) -> torch.nn.Module:
     return network.eval()
 
 
+def _cellmask_inference(checkpoint: Path, output_dir: Path, **overrides: str) -> None:
+    """cellmask_isl's inference.yaml through `monai.bundle.run`, with 64 x 64 windows (the tiny fields are 96^2)."""
+    run(
+        config_file=_config("cellmask_isl", "inference"),
+        checkpoint=str(checkpoint),
+        output_dir=str(output_dir),
+        roi_size=[64, 64],
+        **overrides,
+    )
+
+
 def test_folder_inference_skips_and_reports_bad_fields(
     synth_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:
@@ -342,13 +353,7 @@ def test_folder_inference_skips_and_reports_bad_fields(
     network = _fresh_cellmask_model(tmp_path / "model.pt")
     out = tmp_path / "pred"
 
-    run(
-        config_file=_config("cellmask_isl", "inference"),
-        input_dir=str(folder),
-        checkpoint=str(tmp_path / "model.pt"),
-        output_dir=str(out),
-        roi_size=[64, 64],
-    )
+    _cellmask_inference(tmp_path / "model.pt", out, input_dir=str(folder))
     written = sorted(p.name for p in out.glob("*.tif"))
     assert written == [f"well_{i}_cellmask.tif" for i in range(len(fields)) if i not in (2, 3)]
     with open(out / "skipped.csv") as f:
@@ -375,14 +380,7 @@ def test_folder_inference_with_only_bad_fields_fails(tmp_path: Path) -> None:
         (folder / f"bad_{i}.tif").write_bytes(b"not a tiff at all")
     _fresh_cellmask_model(tmp_path / "model.pt")
     with pytest.raises(Exception) as info:
-        run(
-            config_file=_config("cellmask_isl", "inference"),
-            input_dir=str(folder),
-            checkpoint=str(tmp_path / "model.pt"),
-            output_dir=str(tmp_path / "pred"),
-            roi_size=[64, 64],
-            progress="false",
-        )
+        _cellmask_inference(tmp_path / "model.pt", tmp_path / "pred", input_dir=str(folder), progress="false")
     assert "inference: all 2 field(s) failed to load" in _chain(info.value)
     assert len(list(csv.reader(open(tmp_path / "pred" / "skipped.csv")))) == 3
 
@@ -400,14 +398,7 @@ def test_datalist_inference_skips_a_missing_file(synth_dir: Path, tmp_path: Path
     (data / "cellmask_isl.json").write_text(json.dumps(content))
     _fresh_cellmask_model(tmp_path / "model.pt")
     out = tmp_path / "pred"
-    run(
-        config_file=_config("cellmask_isl", "inference"),
-        dataset_dir=str(data),
-        checkpoint=str(tmp_path / "model.pt"),
-        output_dir=str(out),
-        roi_size=[64, 64],
-        progress="false",
-    )
+    _cellmask_inference(tmp_path / "model.pt", out, dataset_dir=str(data), progress="false")
     assert [p.name for p in out.glob("*.tif")] == [f"{first['name']}_cellmask.tif"]
     with open(out / "skipped.csv") as f:
         rows = list(csv.DictReader(f))
