@@ -8,8 +8,10 @@
 
 Both run on the CPU in the same process, in alternating blocks (``--blocks`` x ``--steps`` iterations, each block
 after one warm-up iteration); the script prints samples (crops) per second of each and the ratio bundle / bare
-(target >= 0.9). With CUDA present it also times the bare loop in fp32 against AMP (bf16/fp16 autocast + GradScaler)
-with ``channels_last`` on the GPU (target ratio >= 2); that part was not measured on the development machine.
+(target >= 0.9). The bundle reads a copy of the datalist whose training section holds whole batches only, so every
+timed iteration trains on as many crops as the bare loop's batch (checked). With CUDA present it also times the
+bare loop in fp32 against AMP (bf16/fp16 autocast + GradScaler) with ``channels_last`` on the GPU (target ratio
+>= 2); that part was not measured on the development machine.
 
 Run: ``python benchmarks/bench_throughput.py [--task nucleus_seg] [--steps 2] [--blocks 2] [--roi 512]``
 """
@@ -55,10 +57,34 @@ def make_parser(args: argparse.Namespace, dataset_dir: Path, scratch: Path) -> A
         parser["num_workers"] = args.num_workers
     if args.channels_last in ("true", "false"):
         parser["channels_last"] = args.channels_last == "true"
+    parser["datalist"] = whole_batches_datalist(dataset_dir, args.task, scratch, parser["batch_size"], args.steps + 1)
     parser["train#handlers"] = []
-    parser["train#trainer#epoch_length"] = args.steps + 1
     parser["train#trainer#max_epochs"] = 1
     return parser
+
+
+def whole_batches_datalist(dataset_dir: Path, task: str, scratch: Path, batch_size: Any, iterations: int) -> str:
+    """A copy of the dataset's datalist whose training section has exactly ``iterations`` whole batches (its fields
+    repeated in order): one epoch is then the timed run, and no iteration trains on the half batch that ends a pass
+    over, e.g., 5 fields in batches of 2, which must not be timed against the bare loop's full batch."""
+    import json
+
+    from monai_isl.data import find_datalist
+
+    source = Path(find_datalist(dataset_dir, task))
+    content = json.loads(source.read_text())
+
+    def absolute(value: Any) -> Any:
+        if isinstance(value, list):
+            return [absolute(v) for v in value]
+        return str((source.parent / value).resolve()) if isinstance(value, str) else value
+
+    fields = [{k: absolute(v) for k, v in item.items()} for item in content["training"]]
+    wanted = int(batch_size) * iterations
+    content["training"] = [fields[i % len(fields)] for i in range(wanted)]
+    target = scratch / f"{task}_whole_batches.json"
+    target.write_text(json.dumps(content))
+    return str(target)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -82,23 +108,30 @@ def _children_cpu() -> float:
     return total
 
 
-def time_bundle(trainer: Any) -> tuple[list[float], list[float]]:
+def _crops(batch: Any) -> int:
+    """Crops in the batch an iteration trained on (collated dict, or the list MONAI decollates it into)."""
+    if isinstance(batch, dict):
+        return int(batch["image"].shape[0])
+    return len(batch)
+
+
+def time_bundle(trainer: Any) -> tuple[list[float], list[float], list[int]]:
     """Run the trainer for one epoch of ``steps + 1`` iterations. Per timed iteration (the first one starts the
-    workers and is left out): wall seconds (data wait included), and CPU seconds of this process plus its
-    DataLoader workers (the work the loop costs the machine, whatever else runs on it)."""
+    workers and is left out): wall seconds (data wait included), CPU seconds of this process plus its DataLoader
+    workers (the work the loop costs the machine, whatever else runs on it), and the crops it trained on."""
     from ignite.engine import Events
 
-    marks: list[tuple[float, float, float]] = []
+    marks: list[tuple[float, float, float, int]] = []
 
     def stamp(engine: Any) -> None:
-        marks.append((time.perf_counter(), time.process_time(), _children_cpu()))
+        marks.append((time.perf_counter(), time.process_time(), _children_cpu(), _crops(engine.state.batch)))
 
     handle = trainer.add_event_handler(Events.ITERATION_COMPLETED, stamp)
     trainer.run()
     handle.remove()
     wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     cpu = [(b[1] - a[1]) + (b[2] - a[2]) for a, b in zip(marks, marks[1:])]
-    return wall, cpu
+    return wall, cpu, [b[3] for b in marks[1:]]
 
 
 def time_bare(
@@ -203,11 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     cpu: dict[str, list[float]] = {"bare": [], "bundle": []}
     for block in range(args.blocks):
         for name in ("bare", "bundle"):
-            w, c = time_bare(network, loss_fn, optimizer, x, y, args.steps) if name == "bare" else time_bundle(trainer)
+            if name == "bare":
+                w, c = time_bare(network, loss_fn, optimizer, x, y, args.steps)
+            else:
+                w, c, crops = time_bundle(trainer)
+                if set(crops) != {samples}:  # the ratio is per iteration: both loops must train on equal batches
+                    raise RuntimeError(f"bundle iterations trained on {crops} crops, the bare loop on {samples}")
             wall[name] += w
             cpu[name] += c
             timings = ", ".join(f"{a:.2f} s (CPU {b:.2f} s)" for a, b in zip(w, c))
-            print(f"block {block + 1} {name}: {timings} per iteration", flush=True)
+            print(f"block {block + 1} {name}: {timings} per iteration of {samples} crops", flush=True)
 
     rate = {k: samples / statistics.median(v) for k, v in wall.items()}
     cpu_rate = {k: samples / statistics.median(v) for k, v in cpu.items()}

@@ -87,12 +87,12 @@ class WindowParallelInferer(SlidingWindowInferer):
                 return network(window, *a, **k)
 
         def per_window_network(windows: torch.Tensor, *a: Any, **k: Any) -> Any:
-            if windows.shape[0] == 1:
-                return network(windows, *a, **k)
-            if pool is None:
-                outputs = [network(w, *a, **k) for w in windows.split(1)]
-            else:
-                outputs = list(pool.map(lambda w: run_window(w, *a, **k), windows.split(1)))
+            singles = windows.split(1)
+            # Whole rounds of `threads` windows go to the pool; the windows left over (fewer than the threads) run
+            # here one after the other with all cores, instead of one core each while the others wait.
+            parallel = 0 if pool is None else len(singles) - len(singles) % self.threads
+            outputs = list(pool.map(lambda w: run_window(w, *a, **k), singles[:parallel])) if parallel else []
+            outputs += [network(w, *a, **k) for w in singles[parallel:]]
             if isinstance(outputs[0], torch.Tensor):
                 return torch.cat(outputs)
             if isinstance(outputs[0], dict):

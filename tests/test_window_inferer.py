@@ -73,6 +73,21 @@ def test_windows_run_in_worker_threads_with_one_torch_thread_and_the_callers_gra
     assert out.requires_grad, "an enabled grad mode reaches the worker threads too"
 
 
+def test_windows_beyond_whole_rounds_run_in_the_callers_thread_with_all_cores() -> None:
+    """16 windows in passes of 5 with 2 threads: 4 per pass in the pool, the 5th and the last pass's one alone."""
+    net = Recorder().eval()
+    main_threads = torch.get_num_threads()
+    with torch.no_grad():
+        out = WindowParallelInferer(48, 5, 0.25, mode="gaussian", threads=2)(_field(), net)
+        expected = SlidingWindowInferer(48, 5, 0.25, mode="gaussian")(_field(), net.body)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    in_pool = [c for c in net.calls if c["thread"].startswith("window")]
+    alone = [c for c in net.calls if not c["thread"].startswith("window")]
+    assert len(in_pool) == 12 and {c["torch_threads"] for c in in_pool} == {1}
+    assert len(alone) == 4 and {c["torch_threads"] for c in alone} == {main_threads}
+    assert not any(c["grad"] for c in net.calls)
+
+
 def test_training_mode_and_autocast_fall_back_to_monai() -> None:
     net = Recorder().train()
     with torch.no_grad():
