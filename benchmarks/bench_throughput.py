@@ -77,11 +77,18 @@ def whole_batches_datalist(dataset_dir: Path, task: str, scratch: Path, batch_si
     def absolute(value: Any) -> Any:
         if isinstance(value, list):
             return [absolute(v) for v in value]
-        return str((source.parent / value).resolve()) if isinstance(value, str) else value
+        if isinstance(value, str) and (source.parent / value).exists():  # a file path; other strings stay
+            return str((source.parent / value).resolve())
+        return value
 
-    fields = [{k: absolute(v) for k, v in item.items()} for item in content["training"]]
-    wanted = int(batch_size) * iterations
-    content["training"] = [fields[i % len(fields)] for i in range(wanted)]
+    for section, items in content.items():  # the copy lives elsewhere: every path made absolute
+        if isinstance(items, list):
+            content[section] = [
+                {k: absolute(v) for k, v in item.items()} if isinstance(item, dict) else absolute(item)
+                for item in items
+            ]
+    fields = content["training"]
+    content["training"] = [fields[i % len(fields)] for i in range(int(batch_size) * iterations)]
     target = scratch / f"{task}_whole_batches.json"
     target.write_text(json.dumps(content))
     return str(target)
