@@ -287,17 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     bundle_root = make_bundle(workdir, args.checkpoint)
     print(f"field: {image + ' mirrored to the field size' if image else 'synthetic DIC'}; network: ", end="")
     print(args.checkpoint or "random weights (the post-processing time is not representative)")
-    settings = {"default": {}} if args.no_baseline else {"baseline": dict(BASELINE), "default": {}}
+    # in this order in every round: baseline, the extra settings, the default last
+    settings: dict[str, dict[str, Any]] = {} if args.no_baseline else {"baseline": dict(BASELINE)}
     if args.sequential:
-        settings = {
-            **{k: v for k, v in settings.items() if k != "default"},
-            "sequential": dict(SEQUENTIAL),
-            "default": {},
-        }
-    for variant in args.variant:  # measured before the default, in the same alternation
+        settings["sequential"] = dict(SEQUENTIAL)
+    for variant in args.variant:
         pairs = (item.split("=", 1) for item in variant.split(","))
-        overrides = {key: yaml.safe_load(value) for key, value in pairs}  # "0" -> 0, "false" -> False, as on a CLI
-        settings = {**{k: v for k, v in settings.items() if k != "default"}, variant: overrides, "default": {}}
+        settings[variant] = {key: yaml.safe_load(value) for key, value in pairs}  # "0" -> 0, "false" -> False
+    settings["default"] = {}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     for rnd in range(args.rounds):
         for name, overrides in settings.items():

@@ -8,7 +8,7 @@
 
 Both run on the CPU in the same process, in alternating blocks (``--blocks`` x ``--steps`` iterations, each block
 after one warm-up iteration); the script prints samples (crops) per second of each and the ratio bundle / bare
-(target >= 0.9). The bundle reads a copy of the datalist whose training section holds whole batches only, so every
+(target >= 0.9). The bundle trains on the datalist's training fields repeated to whole batches only, so every
 timed iteration trains on as many crops as the bare loop's batch (checked). With CUDA present it also times the
 bare loop in fp32 against AMP (bf16/fp16 autocast + GradScaler) with ``channels_last`` on the GPU (target ratio
 >= 2); that part was not measured on the development machine.
@@ -57,41 +57,20 @@ def make_parser(args: argparse.Namespace, dataset_dir: Path, scratch: Path) -> A
         parser["num_workers"] = args.num_workers
     if args.channels_last in ("true", "false"):
         parser["channels_last"] = args.channels_last == "true"
-    parser["datalist"] = whole_batches_datalist(dataset_dir, args.task, scratch, parser["batch_size"], args.steps + 1)
+    parser["train#dataset#data"] = whole_batches(dataset_dir, args.task, parser["batch_size"], args.steps + 1)
     parser["train#handlers"] = []
     parser["train#trainer#max_epochs"] = 1
     return parser
 
 
-def whole_batches_datalist(dataset_dir: Path, task: str, scratch: Path, batch_size: Any, iterations: int) -> str:
-    """A copy of the dataset's datalist whose training section has exactly ``iterations`` whole batches (its fields
-    repeated in order): one epoch is then the timed run, and no iteration trains on the half batch that ends a pass
-    over, e.g., 5 fields in batches of 2, which must not be timed against the bare loop's full batch."""
-    import json
+def whole_batches(dataset_dir: Path, task: str, batch_size: Any, iterations: int) -> list[dict[str, Any]]:
+    """The dataset's training items (``monai_isl.data.load_datalist``: absolute paths) repeated in order to exactly
+    ``iterations`` whole batches: one epoch is then the timed run, and no iteration trains on the half batch that
+    ends a pass over, e.g., 5 fields in batches of 2, which must not be timed against the bare loop's full batch."""
+    from monai_isl.data import find_datalist, load_datalist
 
-    from monai_isl.data import find_datalist
-
-    source = Path(find_datalist(dataset_dir, task))
-    content = json.loads(source.read_text())
-
-    def absolute(value: Any) -> Any:
-        if isinstance(value, list):
-            return [absolute(v) for v in value]
-        if isinstance(value, str) and (source.parent / value).exists():  # a file path; other strings stay
-            return str((source.parent / value).resolve())
-        return value
-
-    for section, items in content.items():  # the copy lives elsewhere: every path made absolute
-        if isinstance(items, list):
-            content[section] = [
-                {k: absolute(v) for k, v in item.items()} if isinstance(item, dict) else absolute(item)
-                for item in items
-            ]
-    fields = content["training"]
-    content["training"] = [fields[i % len(fields)] for i in range(int(batch_size) * iterations)]
-    target = scratch / f"{task}_whole_batches.json"
-    target.write_text(json.dumps(content))
-    return str(target)
+    fields = load_datalist(find_datalist(dataset_dir, task), "training")
+    return [fields[i % len(fields)] for i in range(int(batch_size) * iterations)]
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -20,26 +20,18 @@ def _load(name: str):
     return module
 
 
-def test_throughput_datalist_holds_whole_batches_only(tmp_path: Path) -> None:
-    """5 training fields in batches of 2 would end each pass with a half batch; the copy repeats them instead."""
+def test_throughput_training_items_hold_whole_batches_only(tmp_path: Path) -> None:
+    """5 training fields in batches of 2 would end each pass with a half batch; the list repeats them instead."""
     data = tmp_path / "data"
     data.mkdir()
     for i in range(5):
         (data / f"f{i}.tif").write_bytes(b"x")
-    content = {
-        "training": [{"image": [f"f{i}.tif"], "label": f"f{i}.tif"} for i in range(5)],
-        "validation": [{"image": ["f0.tif"], "label": "f0.tif"}],
-    }
+    content = {"training": [{"image": [f"f{i}.tif"], "label": f"f{i}.tif"} for i in range(5)]}
     (data / "nucleus_seg.json").write_text(json.dumps(content))
     bench = _load("bench_throughput")
-    path = bench.whole_batches_datalist(data, "nucleus_seg", tmp_path, batch_size=2, iterations=3)
-    written = json.loads(Path(path).read_text())
-    names = [Path(item["label"]).name for item in written["training"]]
-    assert names == ["f0.tif", "f1.tif", "f2.tif", "f3.tif", "f4.tif", "f0.tif"]
-    assert all(
-        Path(item["image"][0]).is_absolute() and Path(item["image"][0]).is_file() for item in written["training"]
-    )
-    assert written["validation"] == [{"image": [str(data / "f0.tif")], "label": str(data / "f0.tif")}]
+    items = bench.whole_batches(data, "nucleus_seg", batch_size=2, iterations=3)
+    assert [Path(item["label"]).name for item in items] == ["f0.tif", "f1.tif", "f2.tif", "f3.tif", "f4.tif", "f0.tif"]
+    assert all(Path(item["image"][0]).is_absolute() and Path(item["image"][0]).is_file() for item in items)
 
 
 @pytest.mark.slow
