@@ -47,6 +47,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from monai_isl.bundle import workflow_configs  # noqa: E402
 from monai_isl.metrics import mean_average_precision  # noqa: E402
 
 TARGET_S = 15.0
@@ -56,7 +57,7 @@ BASELINE = {  # the config before: MONAI's plain SlidingWindowInferer, 4 windows
     "channels_last": False,
     "inferer": {
         "_target_": "SlidingWindowInferer",
-        "roi_size": "@roi_size",
+        "roi_size": "@sw_roi_size",
         "sw_batch_size": "@sw_batch_size",
         "overlap": "@sw_overlap",
         "mode": "gaussian",
@@ -134,7 +135,7 @@ def run_setting(bundle_root: Path, dataset_dir: Path, overrides: dict[str, Any],
 
     start = time.perf_counter()
     workflow = ConfigWorkflow(
-        config_file=str(bundle_root / "configs" / "inference.yaml"),
+        config_file=workflow_configs(bundle_root, "inference"),
         workflow_type="infer",
         logging_file=False,
         bundle_root=str(bundle_root),

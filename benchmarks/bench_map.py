@@ -21,10 +21,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_postprocessing import network_like, touching_cells  # noqa: E402
+from bench_postprocessing import network_like  # noqa: E402
 
 from monai_isl.metrics import DEFAULT_THRESHOLDS, match_instances  # noqa: E402
 from monai_isl.postprocessing import hmaxima_watershed  # noqa: E402
+from monai_isl.synthetic import touching_cells  # noqa: E402
 
 
 def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:

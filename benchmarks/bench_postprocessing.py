@@ -21,33 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monai_isl.metrics import match_instances  # noqa: E402
 from monai_isl.postprocessing import hmaxima_watershed, hmaxima_watershed_reference  # noqa: E402
+from monai_isl.synthetic import touching_cells  # noqa: E402
 from monai_isl.transforms import instance_distance  # noqa: E402
-
-
-def touching_cells(size: int = 2160, spacing: float = 64.0, seed: int = 0) -> np.ndarray:
-    """Instance labels of round-ish cells that touch along straight borders, with gaps of background.
-
-    Seeds on a jittered grid; each pixel goes to its nearest seed (Voronoi), and is kept when it lies within a
-    per-cell radius (perturbed by smooth noise) of that seed; ~10 % of the cells are left out.
-    """
-    rng = np.random.default_rng(seed)
-    grid = np.arange(spacing / 2, size, spacing)
-    gy, gx = np.meshgrid(grid, grid, indexing="ij")
-    ys = np.clip(gy.ravel() + rng.uniform(-0.35, 0.35, gy.size) * spacing, 0, size - 1).astype(int)
-    xs = np.clip(gx.ravel() + rng.uniform(-0.35, 0.35, gx.size) * spacing, 0, size - 1).astype(int)
-    seeds = np.ones((size, size), bool)
-    seeds[ys, xs] = False
-    dist, (iy, ix) = ndi.distance_transform_edt(seeds, return_indices=True)
-    ids = np.zeros((size, size), np.int64)
-    ids[ys, xs] = np.arange(1, len(ys) + 1)
-    labels = ids[iy, ix]
-    radius = rng.uniform(0.45, 0.8, len(ys) + 1) * spacing
-    wobble = ndi.gaussian_filter(rng.standard_normal((size, size)), 6) * 60
-    labels[dist + wobble > radius[labels]] = 0
-    dropped = rng.random(len(ys) + 1) < 0.1
-    labels[dropped[labels]] = 0
-    ids, inverse = np.unique(labels, return_inverse=True)  # renumber 1..n
-    return (inverse.reshape(labels.shape) + (ids[0] != 0)).astype(np.uint16)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:

@@ -39,8 +39,10 @@ TARGET_GPU = 2.0
 def make_parser(args: argparse.Namespace, dataset_dir: Path, scratch: Path) -> Any:
     from monai.bundle import ConfigParser
 
+    from monai_isl.bundle import workflow_configs
+
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / args.task / "configs" / "train.yaml"))
+    parser.read_config(workflow_configs(ROOT / "bundles" / args.task, "train"))
     parser["bundle_root"] = str(ROOT / "bundles" / args.task)
     parser["dataset_dir"] = str(dataset_dir)
     for key in ("ckpt_dir", "output_dir", "cache_dir"):  # nothing is written into the repository

@@ -166,8 +166,10 @@ class TreeMemory(threading.Thread):
 def _parser(args: argparse.Namespace) -> Any:
     from monai.bundle import ConfigParser
 
+    from monai_isl.bundle import workflow_configs
+
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / args.task / "configs" / "train.yaml"))
+    parser.read_config(workflow_configs(ROOT / "bundles" / args.task, "train"))
     parser["bundle_root"] = str(ROOT / "bundles" / args.task)
     parser["dataset_dir"] = str(Path(args.root) / "data")
     parser["cache_dir"] = str(Path(args.root) / "cache")  # never the repository's bundle folder

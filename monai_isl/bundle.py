@@ -175,3 +175,73 @@ def as_bool(value: Any) -> bool:
     if text in ("false", "no", "off", "0", "none", "null", ""):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
+
+
+def require_isl_checkpoint(init: str, isl_checkpoint: str | os.PathLike | None, isl_bundle: str) -> None:
+    """Stop a segmentation training at its start when ``init`` is ``isl`` but ``isl_checkpoint`` names no file.
+
+    A bundle never reads a sibling bundle's folder by itself: the trained ISL network it starts from is given on
+    the command line. Called by :func:`load_isl_start`, train.yaml's first ``run`` step, before any data is read
+    (not in ``initialize``: the model zoo's checks initialize the train workflow without an ISL model).
+
+    Raises:
+        ValueError: ``isl_checkpoint`` is not set; the message names the key and what to pass.
+        FileNotFoundError: it names no file.
+    """
+    if str(init).lower() != "isl":
+        return
+    example = f"--isl_checkpoint bundles/{isl_bundle}/models/model.pt"
+    if isl_checkpoint in (None, ""):
+        raise ValueError(
+            f"init 'isl' starts from a trained {isl_bundle} network, but 'isl_checkpoint' is not set: pass its "
+            f"model.pt, e.g. {example} (train {isl_bundle} first), or use --init imagenet / --init none"
+        )
+    if not Path(isl_checkpoint).is_file():
+        raise FileNotFoundError(
+            f"isl_checkpoint '{isl_checkpoint}' does not exist: pass the trained {isl_bundle} model.pt, e.g. "
+            f"{example}, or use --init imagenet / --init none"
+        )
+
+
+def load_isl_start(network: Any, init: str, isl_checkpoint: str | os.PathLike | None, isl_bundle: str) -> None:
+    """With ``init`` ``isl``, load the ISL network's weights into the first module of ``network`` (the U-Net of
+    ``nucleus_network`` / ``cell_network``, built without them); otherwise nothing. A train.yaml ``run`` step."""
+    if str(init).lower() != "isl":
+        return
+    from .networks import load_isl_weights
+
+    require_isl_checkpoint(init, isl_checkpoint, isl_bundle)
+    load_isl_weights(network[0], isl_checkpoint, bundle=isl_bundle)
+
+
+#: the config files of each workflow, in load order: ``train`` and ``inference`` stand alone (MONAI Label and the
+#: model zoo read them alone); ``evaluate`` and ``multi_gpu_train`` are overlays on ``train`` (as the zoo's
+#: brats_mri_segmentation layers them)
+WORKFLOW_CONFIGS: dict[str, tuple[str, ...]] = {
+    "train": ("train.yaml",),
+    "evaluate": ("train.yaml", "evaluate.yaml"),
+    "inference": ("inference.yaml",),
+    "multi_gpu_train": ("train.yaml", "multi_gpu_train.yaml"),
+}
+
+
+def workflow_configs(root: str | os.PathLike, workflow: str) -> list[str]:
+    """The config files (paths under ``root/configs``) that make up ``workflow`` of the bundle at ``root``.
+
+    Every caller (sweep, demo, tests, export docs) builds its ``--config_file`` list here, so the layering is
+    defined in one place.
+
+    Raises:
+        ValueError: ``workflow`` is not one of :data:`WORKFLOW_CONFIGS`.
+    """
+    if workflow not in WORKFLOW_CONFIGS:
+        raise ValueError(f"workflow {workflow!r}: expected one of {sorted(WORKFLOW_CONFIGS)}")
+    return [str(Path(root) / "configs" / name) for name in WORKFLOW_CONFIGS[workflow]]
+
+
+def run_bundle(name: str, workflow: str, bundle_root: str | None = None, **overrides: Any) -> Any:
+    """Run ``workflow`` of bundle ``name`` in this process, as ``python -m monai.bundle run`` does."""
+    from monai.bundle import run
+
+    root = bundle_root or globals()["bundle_root"](name)
+    return run(config_file=workflow_configs(root, workflow), bundle_root=str(root), **overrides)

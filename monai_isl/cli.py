@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import fire
 import numpy as np
@@ -43,13 +42,10 @@ def synth(out: str = "outputs/synthetic", n_images: int = 12, size: int = 256, s
     return str(path)
 
 
-def run_bundle(name: str, config: str, bundle_root: str | None = None, **overrides: Any) -> Any:
-    """Run ``configs/<config>.yaml`` of bundle ``name`` in this process, as ``python -m monai.bundle run`` does."""
-    from monai.bundle import run
-
-    root = Path(bundle_root or bundle_utils.bundle_root(name))
-    config_file = root / "configs" / f"{config}.yaml"
-    return run(config_file=str(config_file), bundle_root=str(root), **overrides)
+#: ``run_bundle(name, workflow, bundle_root=None, **overrides)``: one workflow (``train``, ``evaluate``,
+#: ``inference``, ``multi_gpu_train``) of a bundle in this process; its config files come from
+#: :func:`monai_isl.bundle.workflow_configs` (evaluate = train.yaml + evaluate.yaml)
+run_bundle = bundle_utils.run_bundle
 
 
 def read_metric_summary(eval_dir: str | Path, metric: str) -> dict[str, float]:
@@ -79,7 +75,7 @@ def demo(
         n_images: synthetic fields to generate (20% test, 10% validation, the rest for training).
         size: field size in pixels.
         epochs: training epochs.
-        roi: training crop size (the paper uses 512; a CPU preset uses less).
+        roi: training crop and sliding-window size (the paper uses 512; a CPU preset uses less).
         seed: seed for the data and the training.
     """
     start = time.time()
@@ -89,11 +85,13 @@ def demo(
         "dataset_dir": data_dir,
         "ckpt_dir": str(out_path / "models"),
         "roi_size": [roi, roi],
+        "sw_roi_size": [roi, roi],
         "seed": seed,
     }
     print(f"training dapi_isl for {epochs} epochs on {data_dir} ...")
     run_bundle("dapi_isl", "train", max_epochs=epochs, output_dir=str(out_path / "runs"), **common)
-    trained = {"dataset_dir": data_dir, "checkpoint": str(out_path / "models" / "model.pt"), "roi_size": [roi, roi]}
+    # evaluate = train.yaml + evaluate.yaml: the model trained above, with its validation's sliding window
+    trained = {"dataset_dir": data_dir, "checkpoint": str(out_path / "models" / "model.pt"), "sw_roi_size": [roi, roi]}
     eval_dir, pred_dir = out_path / "eval", out_path / "predictions"
     run_bundle("dapi_isl", "evaluate", output_dir=str(eval_dir), **trained)
     summary = read_metric_summary(eval_dir, "test_pcc")

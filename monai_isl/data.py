@@ -49,6 +49,7 @@ def load_datalist(
     keys: Sequence[str] = ("image", "label"),
     base_dir: str | os.PathLike | None = None,
     check_files: bool = True,
+    optional: bool = False,
 ) -> list[dict[str, Any]]:
     """Read one section of a datalist, resolve paths against ``base_dir`` and check every file exists.
 
@@ -58,6 +59,7 @@ def load_datalist(
         keys: item keys that hold file paths and must be present.
         base_dir: folder the paths are relative to (default: the datalist's folder).
         check_files: raise on the first missing file instead of failing later inside a worker.
+        optional: a missing or empty section gives ``[]`` instead of an error (``validation`` is optional).
 
     Returns:
         Items with absolute paths, plus ``name`` (a readable id: the first input file relative to base_dir).
@@ -73,6 +75,8 @@ def load_datalist(
         content = json.loads(datalist.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"datalist '{datalist}' is not valid JSON: {err}") from err
+    if optional and not content.get(section):
+        return []
     if section not in content:
         raise ValueError(f"datalist '{datalist}' has no '{section}' section (found: {sorted(content)})")
     items = content[section]

@@ -66,8 +66,11 @@ def _strings(node: object, key: str = "") -> list[tuple[str, str]]:
     return []
 
 
-def check_exported_config(path: Path, text: str) -> None:
+def check_exported_config(path: Path, text: str, base: str | None = None) -> None:
     """Check that a rewritten config no longer needs an installed ``monai_isl``.
+
+    ``base``: for an overlay (``evaluate.yaml``, ``multi_gpu_train.yaml``), the rewritten text of the config it is
+    loaded on top of (``train.yaml``), whose imports its expressions share.
 
     Raises:
         ValueError: a ``_target_`` or an import still names ``monai_isl``, or an expression uses ``monai_isl``
@@ -77,7 +80,9 @@ def check_exported_config(path: Path, text: str) -> None:
 
     parsed = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     strings = _strings(parsed)
-    aliased = any(s.strip() == f"$import {VENDORED} as monai_isl" for _, s in strings)
+    alias = f"$import {VENDORED} as monai_isl"
+    base_strings = _strings(yaml.safe_load(base)) if base else []
+    aliased = any(s.strip() == alias for _, s in strings + base_strings)
     for key, value in strings:
         if key == "_target_" and value.startswith("monai_isl."):
             raise ValueError(f"{path}: _target_ '{value}' still needs an installed monai_isl")
@@ -117,6 +122,25 @@ def package_files() -> list[Path]:
     )
 
 
+def overlay_base(config: str) -> str | None:
+    """The config an overlay is loaded on top of (``evaluate.yaml`` -> ``train.yaml``), from
+    :data:`monai_isl.bundle.WORKFLOW_CONFIGS`; None for a config that stands alone."""
+    for files in bundle_utils.WORKFLOW_CONFIGS.values():
+        if config in files[1:]:
+            return files[0]
+    return None
+
+
+def workflow_commands(prefix: str = "configs") -> dict[str, str]:
+    """The ``--config_file`` argument of each workflow, in the list form for overlays, with config paths under
+    ``prefix``: what an exported bundle's users type (``"['configs/train.yaml','configs/evaluate.yaml']"``)."""
+    commands = {}
+    for workflow in bundle_utils.WORKFLOW_CONFIGS:
+        paths = [f"{prefix}/{Path(p).name}" for p in bundle_utils.workflow_configs(".", workflow)]
+        commands[workflow] = paths[0] if len(paths) == 1 else '"[' + ",".join(f"'{p}'" for p in paths) + ']"'
+    return commands
+
+
 SCRIPTS_INIT = '''"""Code this bundle's configs import: a copy of the monai_isl package (scripts.monai_isl), exported by
 ``python -m monai_isl export-bundle``. Run the bundle from its own folder so that ``scripts`` is importable."""
 '''
@@ -133,7 +157,10 @@ def export_bundle(
     The zip holds one folder ``<name>/`` (as zoo downloads do): the bundle's configs (``monai_isl`` imports
     pointed at ``scripts.monai_isl``), docs, LICENSE and ``large_files.yml``, plus ``scripts/monai_isl`` (this
     package). Unzip it and run from that folder, e.g.
-    ``python -m monai.bundle run --config_file configs/train.yaml --dataset_dir DATA``.
+    ``python -m monai.bundle run --config_file configs/train.yaml --dataset_dir DATA``, and evaluate with the
+    overlay on top of train.yaml:
+    ``python -m monai.bundle run --config_file "['configs/train.yaml','configs/evaluate.yaml']" --dataset_dir DATA``
+    (:func:`workflow_commands`).
 
     Args:
         name: bundle name (``dapi_isl``, ``cellmask_isl``, ``nucleus_seg``, ``cell_instance_seg``).
@@ -156,12 +183,19 @@ def export_bundle(
     target = Path(out or f"{name}.zip").resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     entries: list[tuple[str, bytes]] = []
-    for rel in bundle_files(root, include_weights):
-        data = (root / rel).read_bytes()
-        if rel.parts[0] == "configs" and rel.suffix in (".yaml", ".yml", ".json"):
-            text = rewrite_config(data.decode())
-            check_exported_config(rel, text)
-            data = text.encode()
+    files = bundle_files(root, include_weights)
+    rewritten = {
+        rel: rewrite_config((root / rel).read_text())
+        for rel in files
+        if rel.parts[0] == "configs" and rel.suffix in (".yaml", ".yml", ".json")
+    }
+    for rel in files:
+        if rel in rewritten:
+            base = overlay_base(rel.name)
+            check_exported_config(rel, rewritten[rel], rewritten.get(Path("configs") / base) if base else None)
+            data = rewritten[rel].encode()
+        else:
+            data = (root / rel).read_bytes()
         entries.append((f"{name}/{rel.as_posix()}", data))
     entries.append((f"{name}/scripts/__init__.py", SCRIPTS_INIT.encode()))
     for rel in package_files():
@@ -181,4 +215,7 @@ def export_bundle(
     finally:
         tmp.unlink(missing_ok=True)
     print(f"wrote {name} {version} ({len(entries)} files) to {target}")
+    print(f"run it from the unzipped folder {name}/: python -m monai.bundle run --config_file X --dataset_dir DATA")
+    for workflow, config in workflow_commands().items():
+        print(f"  {workflow}: --config_file {config}")
     return str(target)

@@ -83,6 +83,17 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> np.ndarray
     return array
 
 
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file written through ``tempfile.mkstemp`` (mode 0600) the mode a plain ``open`` would: 0666 & ~umask.
+
+    Predictions, labels, models and exports are shared with colleagues on the same server; a private temp-file mode
+    would follow them through the atomic rename.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_image(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write a ``(H, W)`` or ``(C, H, W)`` array atomically (temp file + rename) as TIFF or PNG.
 
@@ -109,6 +120,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> Path:
             Image.fromarray(np.moveaxis(array, 0, -1) if array.ndim == 3 else array).save(tmp, format="PNG")
         else:
             raise ValueError(f"cannot write '{path}': expected a .tif/.tiff or .png file name")
+        umask_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

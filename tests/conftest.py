@@ -6,9 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from helpers import SHARED_DATA
 
 # keep the CPU tests deterministic and light; CI machines have 2 cores
 os.environ.setdefault("MONAI_ISL_DEVICE", "cpu")

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from helpers import REPO
 
 from monai_isl.data import load_datalist
 from monai_isl.io import read_image
 from monai_isl.metrics import iou_score, match_instances
 from monai_isl.prepare import nuclei_from_fluorescence, shift_image
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

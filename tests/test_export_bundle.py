@@ -22,14 +22,19 @@ import pytest
 import tifffile
 import torch
 import yaml
+from helpers import BUNDLES, REPO, SCHEMA
 from PIL import Image
 
-from monai_isl.export import ZOO_MAX_FILE_BYTES, check_exported_config, export_bundle, rewrite_config
+from monai_isl.export import (
+    ZOO_MAX_FILE_BYTES,
+    check_exported_config,
+    export_bundle,
+    overlay_base,
+    rewrite_config,
+    workflow_commands,
+)
 from monai_isl.io import read_image
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
-BUNDLES = ["dapi_isl", "cellmask_isl", "nucleus_seg", "cell_instance_seg"]
 # BundleInferTask in the venv; torchvision stand-in: see tests/test_monailabel.py
 MONAILABEL_PROBE = """
 import sys, types
@@ -76,10 +81,13 @@ def test_zip_contents(name: str, tmp_path: Path) -> None:
     assert max(info.file_size for info in entries.values()) < ZOO_MAX_FILE_BYTES
     assert meta == json.loads((REPO / "bundles" / name / "configs" / "metadata.json").read_text())
     # every config points at the shipped code, not at an installed monai_isl
+    # (an overlay, loaded on top of train.yaml, uses the alias train.yaml imports)
     for arcname, text in configs.items():
-        assert "$import scripts.monai_isl as monai_isl" in text, arcname
+        base = overlay_base(Path(arcname).name)
+        base_text = configs[f"{name}/configs/{base}"] if base else None
+        assert "$import scripts.monai_isl as monai_isl" in (base_text or text), arcname
         assert "_target_: monai_isl." not in text and "$import monai_isl" not in text, arcname
-        check_exported_config(Path(arcname), text)
+        check_exported_config(Path(arcname), text, base_text)
         assert (
             yaml.safe_load(text).keys()
             == yaml.safe_load((REPO / "bundles" / name / "configs" / Path(arcname).name).read_text()).keys()
@@ -113,6 +121,15 @@ def test_rewrite_config_and_errors(tmp_path: Path) -> None:
         check_exported_config(Path("y.yaml"), rewrite_config("imports: ['$from monai_isl import data']\n"))
     with pytest.raises(ValueError, match="z.yaml.*no '\\$import monai_isl'"):
         check_exported_config(Path("z.yaml"), rewrite_config("run: $monai_isl.bundle.as_bool(1)\n"))
+    # an overlay shares the imports of the config it is loaded on top of
+    overlay = rewrite_config("+imports: ['$import monai_isl.handlers']\nrun: $monai_isl.bundle.as_bool(1)\n")
+    check_exported_config(Path("evaluate.yaml"), overlay, base=out)
+    with pytest.raises(ValueError, match="evaluate.yaml.*no '\\$import monai_isl'"):
+        check_exported_config(Path("evaluate.yaml"), overlay, base="imports: ['$import os']\n")
+    assert overlay_base("evaluate.yaml") == overlay_base("multi_gpu_train.yaml") == "train.yaml"
+    assert overlay_base("train.yaml") is None and overlay_base("inference.yaml") is None
+    assert workflow_commands()["evaluate"] == "\"['configs/train.yaml','configs/evaluate.yaml']\""
+    assert workflow_commands()["inference"] == "configs/inference.yaml"
 
 
 def test_include_weights(tmp_path: Path) -> None:
@@ -171,7 +188,7 @@ def test_zip_runs_without_monai_isl(synth_dir: Path, tmp_path: Path) -> None:
     with zipfile.ZipFile(zoo / "nucleus_seg.zip") as zf:
         zf.extractall(zoo)
     bundle = zoo / "nucleus_seg"
-    # init isl: the dapi_isl bundle's model beside it, as when both are downloaded from the zoo
+    # init isl: the dapi_isl bundle's model beside it, as when both are downloaded from the zoo, passed explicitly
     from monai_isl.networks import PaddedFlexibleUNet
 
     (zoo / "dapi_isl" / "models").mkdir(parents=True)
@@ -180,17 +197,22 @@ def test_zip_runs_without_monai_isl(synth_dir: Path, tmp_path: Path) -> None:
 
     tiny = ["--roi_size", "[64,64]", "--num_samples", "2", "--batch_size", "1", "--num_workers", "0"]
     train = ["-m", "monai.bundle", "run", "--config_file", "configs/train.yaml", "--dataset_dir", str(synth_dir)]
-    _run(python, [*train, "--max_epochs", "1", *tiny, "--min_free_mb", "0"], bundle)
+    isl_arg = ["--isl_checkpoint", "../dapi_isl/models/model.pt", "--sw_roi_size", "[64,64]"]
+    _run(python, [*train, "--max_epochs", "1", *tiny, *isl_arg, "--min_free_mb", "0"], bundle)
     final = torch.load(bundle / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert final["trainer"]["iteration"] == final["trainer"]["epoch_length"] > 0
     assert float(final["model"]["1.shift"]) == 0.5  # the ISL transfer head of init isl
 
     infer = ["-m", "monai.bundle", "run", "--config_file", "configs/inference.yaml", "--dataset_dir", str(synth_dir)]
-    _run(python, [*infer, "--roi_size", "[64,64]", "--dataloader#num_workers", "0"], bundle)
+    _run(python, [*infer, "--sw_roi_size", "[64,64]", "--dataloader#num_workers", "0"], bundle)
     test_items = json.loads((synth_dir / "nucleus_seg.json").read_text())["test"]
     for item in test_items:
         mask = tifffile.imread(bundle / "predictions" / f"{item['name']}_nuclei.tif")
         assert mask.dtype == "uint8" and mask.shape == tifffile.imread(synth_dir / item["label"]).shape
+    # evaluate: the overlay on top of train.yaml, in the list form the exported bundle documents
+    evaluate = ["-m", "monai.bundle", "run", "--config_file", "['configs/train.yaml','configs/evaluate.yaml']"]
+    _run(python, [*evaluate, "--dataset_dir", str(synth_dir), "--sw_roi_size", "[64,64]"], bundle)
+    assert (bundle / "eval" / "test_iou_raw.csv").is_file() and not (bundle / "cache").exists()
 
     # the model zoo's offline checks, run in the bundle folder as the zoo does
     meta = ["--meta_file", "configs/metadata.json"]

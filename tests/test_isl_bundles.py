@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -12,21 +13,21 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import REPO, SCHEMA, TINY
 from monai.bundle import ConfigParser, run, verify_metadata
 from monai.inferers import SlidingWindowInferer
 from scipy.stats import pearsonr
 
+from monai_isl.bundle import workflow_configs
 from monai_isl.data import load_datalist
 from monai_isl.transforms import ApplyPercentilesd, LoadFieldd, PercentileStatsd
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
-TINY = {"roi_size": [64, 64], "num_samples": 2, "batch_size": 1, "num_workers": 0}
 ISL_BUNDLES = {"dapi_isl": 3, "cellmask_isl": 1}
 
 
-def _config(name: str, kind: str) -> str:
-    return str(REPO / "bundles" / name / "configs" / f"{kind}.yaml")
+def _config(name: str, kind: str) -> list[str]:
+    """The config files of workflow ``kind`` (evaluate: train.yaml + the evaluate.yaml overlay)."""
+    return workflow_configs(REPO / "bundles" / name, kind)
 
 
 @pytest.mark.parametrize("name", sorted(ISL_BUNDLES))
@@ -38,6 +39,7 @@ def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> Non
         ckpt_dir=str(models),
         output_dir=str(tmp_path / "runs"),
         max_epochs=2,
+        sw_roi_size=[64, 64],
         **TINY,
     )
     assert (models / "model.pt").is_file() and (models / "checkpoint_final.pt").is_file()
@@ -48,17 +50,22 @@ def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> Non
         and final["trainer"]["iteration"] == 2 * final["trainer"]["epoch_length"]
     )
 
+    # evaluate with a datalist that has nothing but `test`: train.yaml's training part is never built
+    test_items = load_datalist(synth_dir / f"{name}.json", "test")
+    (tmp_path / "test_only.json").write_text(json.dumps({"test": test_items}))
     eval_dir = tmp_path / "eval"
     run(
         config_file=_config(name, "evaluate"),
-        dataset_dir=str(synth_dir),
+        datalist=str(tmp_path / "test_only.json"),
         checkpoint=str(models / "model.pt"),
         output_dir=str(eval_dir),
-        roi_size=[64, 64],
+        cache_dir=str(tmp_path / "cache"),
+        cache="disk",
+        sw_roi_size=[64, 64],
     )
+    assert not (tmp_path / "cache").exists()  # evaluation caches nothing, even where training would cache on disk
     with open(eval_dir / "test_pcc_raw.csv") as f:
         rows = list(csv.reader(f))
-    test_items = load_datalist(synth_dir / f"{name}.json", "test")
     assert len(rows) == 1 + len(test_items)
 
     # independent recomputation of the first test image's whole-field PCC from the saved weights
@@ -85,7 +92,7 @@ def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> Non
         dataset_dir=str(synth_dir),
         checkpoint=str(models / "model.pt"),
         output_dir=str(out_dir),
-        roi_size=[64, 64],
+        sw_roi_size=[64, 64],
     )
     written = sorted(out_dir.glob("*.tif"))
     assert len(written) == len(test_items)

@@ -22,13 +22,12 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import BUNDLES, REPO
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
 from monai_isl.io import read_image
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES = ["dapi_isl", "cellmask_isl", "nucleus_seg", "cell_instance_seg"]
 ISL_OF = {"nucleus_seg": "dapi_isl", "cell_instance_seg": "cellmask_isl"}
 SUFFIX = {"dapi_isl": "_dapi.tif", "cellmask_isl": "_cellmask.tif", "nucleus_seg": "_nuclei.tif"}
 SUFFIX["cell_instance_seg"] = "_cells.tif"
@@ -105,10 +104,11 @@ def _copy_bundle(name: str, models_dir: Path) -> Path:
     shutil.copytree(
         REPO / "bundles" / name, root, ignore=shutil.ignore_patterns("models", "runs", "eval", "predictions")
     )
-    inference = root / "configs" / "inference.yaml"
-    text = inference.read_text()
-    assert text.count("roi_size: [512, 512]") == 1
-    inference.write_text(text.replace("roi_size: [512, 512]", f"roi_size: {ROI}"))
+    for config in ("inference", "train"):  # the sliding window of inference and of train.yaml's validation
+        path = root / "configs" / f"{config}.yaml"
+        text = path.read_text()
+        assert text.count("sw_roi_size: [512, 512]") == 1
+        path.write_text(text.replace("sw_roi_size: [512, 512]", f"sw_roi_size: {ROI}"))
     return root
 
 
@@ -230,10 +230,13 @@ def test_bundle_train_task(name: str, tasks: tuple[Any, Any], synth_dir: Path, t
     bundle_train_task = tasks[1]
 
     class TinyTrainTask(bundle_train_task):  # type: ignore[misc,valid-type]
-        """MONAI Label's hook for extra overrides: small crops and batches so one epoch takes seconds."""
+        """MONAI Label's hook for extra overrides: small crops and batches so one epoch takes seconds, and (init isl)
+        the ISL bundle's model, which a bundle never looks for by itself."""
 
         def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
             overrides.update(roi_size=[64, 64], num_samples=2, batch_size=1, num_workers=0, min_free_mb=0)
+            if name in ISL_OF:
+                overrides["isl_checkpoint"] = str(models_dir / ISL_OF[name] / "models" / "model.pt")
             return overrides
 
     models_dir = tmp_path / "app" / "model"

@@ -16,49 +16,39 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import BUNDLES, REPO, TINY_ONE_EPOCH, as_cli
 from monai.bundle import run
 
-REPO = Path(__file__).resolve().parents[1]
-BUNDLES = ["dapi_isl", "cellmask_isl", "nucleus_seg", "cell_instance_seg"]
-TINY = {"roi_size": "[64,64]", "num_samples": "2", "batch_size": "1", "num_workers": "0", "max_epochs": "1"}
+TINY = as_cli(TINY_ONE_EPOCH)
 # added by this test only: every rank saves its final weights and its share of the data before leaving
 DUMP_CONFIG = """
 finalize:
   - "$torch.save({'state': {k: v.detach().cpu() for k, v in @network_def.state_dict().items()},
       'train': list(@train#sampler), 'validate': list(@validate#sampler)},
-      os.path.join(os.environ['DUMP_DIR'], f'rank{dist.get_rank()}.pt'))"
-  - $dist.is_initialized() and dist.destroy_process_group()
+      os.path.join(os.environ['DUMP_DIR'], f'rank{torch.distributed.get_rank()}.pt'))"
+  - $monai_isl.runtime.end_distributed()
 """
 
 
-def _lists(name: str, config: str) -> dict[str, list[str]]:
-    data = yaml.safe_load((REPO / "bundles" / name / "configs" / f"{config}.yaml").read_text())
-    return {"initialize": data["initialize"], "run": data["run"]}
+def _yaml(name: str, config: str) -> dict:
+    return yaml.safe_load((REPO / "bundles" / name / "configs" / f"{config}.yaml").read_text())
 
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_multi_gpu_config_keeps_train_steps(name: str) -> None:
-    """The override replaces train.yaml's initialize/run lists: every step of train.yaml must be in it, with only
-    the documented changes (a seed per rank, the checkpointer on rank 0)."""
-    single, multi = _lists(name, "train"), _lists(name, "multi_gpu_train")
-    expected = {
-        "$monai.utils.set_determinism(seed=@seed)": "$monai.utils.set_determinism(seed=@seed + dist.get_rank())",
-        "$@train#checkpointer.attach(@train#trainer)": (
-            "$@train#checkpointer.attach(@train#trainer) if dist.get_rank() == 0 else None"
-        ),
-    }
-    for key in ("initialize", "run"):
-        steps = [expected.get(step, step) for step in single[key]]
-        positions = [multi[key].index(step) for step in steps]  # ValueError names a missing step
-        assert positions == sorted(positions), f"{name}: {key} steps out of train.yaml's order"
-    assert multi["initialize"][: multi["initialize"].index(expected[single["initialize"][0]])] == [
-        "$import monai_isl",
-        "$import monai_isl.runtime",
-        "$import torch.distributed as dist",
-        "$from ignite.handlers import ProgressBar",
-        "$dist.is_initialized() or dist.init_process_group(backend=@dist_backend)",
-        "$torch.cuda.set_device(@device) if @device.type == 'cuda' else None",
-    ]
+    """The overlay keeps train.yaml's initialize and run lists (a step added there is run here too) and replaces
+    only the documented steps, by name: the seed (process group first, a seed per rank) and the checkpointer (rank 0
+    only)."""
+    single, multi = _yaml(name, "train"), _yaml(name, "multi_gpu_train")
+    assert "initialize" not in multi and "run" not in multi
+    replaced = {k for k in multi if k.startswith(("init_steps#", "run_steps#"))}
+    assert replaced == {"init_steps#seed", "run_steps#checkpointer"}
+    for key in replaced:
+        group, step = key.split("#")
+        assert step in single[group]
+    assert single["initialize"][0] == "@init_steps#seed"  # the process group starts before any other step
+    assert "@run_steps#checkpointer" in single["run"]
+    assert "rank() == 0" in multi["run_steps#checkpointer"] and "init_distributed" in multi["init_steps#seed"]
 
 
 def _bundle(name: str, dest: Path) -> Path:
@@ -99,6 +89,7 @@ def test_torchrun_two_cpu_processes(synth_dir: Path, tmp_path: Path) -> None:
         "dataset_dir": str(synth_dir),
         "bundle_root": str(root),
         "isl_checkpoint": str(isl),
+        "sw_roi_size": "[64,64]",
         "min_free_mb": "0",
         # one folder per rank, to see which rank writes what
         "ckpt_dir": f"$'{tmp_path}/models_rank' + os.environ['RANK']",
@@ -133,7 +124,7 @@ def test_torchrun_two_cpu_processes(synth_dir: Path, tmp_path: Path) -> None:
     # train.yaml alone (one process) still works and writes the same set of files
     single = {k: v for k, v in overrides.items() if k not in ("ckpt_dir", "output_dir")}
     single.update(ckpt_dir=str(tmp_path / "single" / "models"), output_dir=str(tmp_path / "single" / "runs"))
-    single.update({k: yaml.safe_load(v) for k, v in TINY.items()}, min_free_mb=0)
+    single.update({k: yaml.safe_load(v) for k, v in TINY.items()}, min_free_mb=0, sw_roi_size=[64, 64])
     run(config_file=configs[0], **single)
     assert _rank_files(tmp_path / "single" / "models") == ddp_files
     assert {"model.pt", "checkpoint_final.pt"} <= set(ddp_files)

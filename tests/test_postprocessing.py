@@ -12,6 +12,7 @@ from scipy import ndimage as ndi
 from monai_isl import postprocessing
 from monai_isl.metrics import match_instances
 from monai_isl.postprocessing import HMaximaWatershedd, hmaxima_watershed, hmaxima_watershed_reference
+from monai_isl.synthetic import touching_cells
 from monai_isl.transforms import instance_distance
 
 METHODS = ("fast", "reference")
@@ -35,23 +36,11 @@ def _two_peaks(dip: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def touching_field(size: int = 384, spacing: float = 40.0, noise: float = 6.0, seed: int = 0):
-    """Touching Voronoi cells in blobs, their per-instance distance map smoothed plus smooth noise (like a
-    network's output), and a soft mask: a small version of ``benchmarks/bench_postprocessing.py``."""
-    rng = np.random.default_rng(seed)
-    grid = np.arange(spacing / 2, size, spacing)
-    gy, gx = (g.ravel() for g in np.meshgrid(grid, grid, indexing="ij"))
-    ys = np.clip(gy + rng.uniform(-0.35, 0.35, gy.size) * spacing, 0, size - 1).astype(int)
-    xs = np.clip(gx + rng.uniform(-0.35, 0.35, gx.size) * spacing, 0, size - 1).astype(int)
-    seeds = np.ones((size, size), bool)
-    seeds[ys, xs] = False
-    dist, (iy, ix) = ndi.distance_transform_edt(seeds, return_indices=True)
-    ids = np.zeros((size, size), np.int64)
-    ids[ys, xs] = np.arange(1, len(ys) + 1)
-    labels = ids[iy, ix]
-    radius = rng.uniform(0.45, 0.8, len(ys) + 1) * spacing
-    wobble = ndi.gaussian_filter(rng.standard_normal((size, size)), 6)
-    labels[dist + wobble / wobble.std() * 4 > radius[labels]] = 0
-    smooth = ndi.gaussian_filter(rng.standard_normal((size, size)), 3)
+    """Touching cells (:func:`monai_isl.synthetic.touching_cells`, none left out), their per-instance distance map
+    smoothed plus smooth noise (like a network's output), and a soft mask: a small version of
+    ``benchmarks/bench_postprocessing.py``."""
+    labels = touching_cells(size, spacing, seed=seed, drop=0.0)
+    smooth = ndi.gaussian_filter(np.random.default_rng([seed, 1]).standard_normal((size, size)), 3)
     distance = ndi.gaussian_filter(instance_distance(labels), 1.5) + smooth / smooth.std() * noise
     prob = ndi.gaussian_filter((labels > 0).astype(np.float64), 1.5)
     return labels, distance, prob

@@ -15,26 +15,27 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import REPO
+from helpers import TINY_ONE_CROP as TINY
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser, run
 from monai.inferers import SlidingWindowInferer
 
-from monai_isl.bundle import attach_resume, check_writable, latest_checkpoint
+from monai_isl.bundle import attach_resume, check_writable, latest_checkpoint, workflow_configs
 from monai_isl.data import list_images
 from monai_isl.handlers import AtomicCheckpointSaver, NonFiniteLossError
 from monai_isl.handlers.checkpoint import _AtomicDiskSaver
 from monai_isl.io import read_image
 from monai_isl.transforms.field import scale_by_percentiles
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"roi_size": [64, 64], "num_samples": 1, "batch_size": 1, "num_workers": 0}
 # the mechanics under test (seeding, checkpoints, resume, the NaN stop) do not depend on the network, so most runs
 # here swap cellmask_isl's 12.8 M-parameter FlexibleUNet for conftest's tiny U-Net (`tiny_unet_def`);
 # test_resume_kill.py runs the real network
 
 
-def _config(name: str, kind: str) -> str:
-    return str(REPO / "bundles" / name / "configs" / f"{kind}.yaml")
+def _config(name: str, kind: str) -> list[str]:
+    """The config files of workflow ``kind`` of bundle ``name``."""
+    return workflow_configs(REPO / "bundles" / name, kind)
 
 
 def _chain(err: BaseException | None) -> str:
@@ -264,7 +265,8 @@ def test_every_train_config_seeds_and_guards() -> None:
     for name in ("dapi_isl", "cellmask_isl", "nucleus_seg", "cell_instance_seg"):
         parser = ConfigParser()
         parser.read_config(_config(name, "train"))
-        initialize = parser["initialize"]
+        # steps by name (train.yaml's init_steps), as the list resolves them
+        initialize = [parser[step[1:]] if step.startswith("@") else step for step in parser["initialize"]]
         assert initialize[0] == "$monai.utils.set_determinism(seed=@seed)", name
         assert any("check_writable(@ckpt_dir" in step for step in initialize), name
         targets = [h.get("_target_") for h in parser["train"]["handlers"] if isinstance(h, dict)]
@@ -332,7 +334,7 @@ def _cellmask_inference(checkpoint: Path, output_dir: Path, **overrides: str) ->
         config_file=_config("cellmask_isl", "inference"),
         checkpoint=str(checkpoint),
         output_dir=str(output_dir),
-        roi_size=[64, 64],
+        sw_roi_size=[64, 64],
         **overrides,
     )
 

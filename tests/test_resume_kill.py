@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, TINY_ONE_CROP, as_cli
+
+from monai_isl.bundle import workflow_configs
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore", "MONAI_ISL_DEVICE": "cpu"}
-TINY = {"roi_size": "[64,64]", "num_samples": "1", "batch_size": "1", "num_workers": "0"}
+TINY = as_cli(TINY_ONE_CROP)
 EPOCH_LENGTH = 3  # the synthetic dataset's 3 training fields, batch size 1
 ITER_LINE = re.compile(r"Epoch: (\d+)/\d+, Iter: (\d+)/(\d+) -- train_loss")
 TIMEOUT_S = 600
@@ -38,7 +40,8 @@ def _bundle_copy(tmp_path: Path) -> Path:
 
 
 def _command(root: Path, synth_dir: Path, **overrides: str) -> list[str]:
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(root / "configs" / "train.yaml")]
+    configs = str(workflow_configs(root, "train"))  # the list form, as for every workflow
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
     for key, value in {"bundle_root": str(root), "dataset_dir": str(synth_dir), **TINY, **overrides}.items():
         cmd += [f"--{key}", value]
     return cmd
@@ -144,7 +147,7 @@ def save(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 
 torch.save = save
-run(config_file=sys.argv[1], **json.loads(sys.argv[2]))
+run(config_file=json.loads(sys.argv[1]), **json.loads(sys.argv[2]))
 """
 
 
@@ -160,7 +163,7 @@ def test_sigkill_while_writing_a_checkpoint(synth_dir: Path, tmp_path: Path, tin
         **{k: json.loads(v) for k, v in TINY.items()},
     }
     killed = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_SAVE, str(root / "configs" / "train.yaml"), json.dumps(overrides)],
+        [sys.executable, "-c", KILL_DURING_SAVE, json.dumps(workflow_configs(root, "train")), json.dumps(overrides)],
         capture_output=True,
         text=True,
         env={**ENV, "KILL_AT_SAVE": "2"},

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import REPO, SCHEMA
+from helpers import TINY_ONE_EPOCH as TINY
 from monai.bundle import run, verify_metadata
 
+from monai_isl.bundle import workflow_configs
 from monai_isl.data import load_datalist
 from monai_isl.io import read_image
 from monai_isl.metrics import iou_score, mean_average_precision
 from monai_isl.networks import PaddedFlexibleUNet
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
-TINY = {"roi_size": [64, 64], "num_samples": 2, "batch_size": 1, "num_workers": 0, "max_epochs": 1}
 
-
-def _config(name: str, kind: str) -> str:
-    return str(REPO / "bundles" / name / "configs" / f"{kind}.yaml")
+def _config(name: str, kind: str) -> list[str]:
+    """The config files of workflow ``kind`` (evaluate: train.yaml + the evaluate.yaml overlay)."""
+    return workflow_configs(REPO / "bundles" / name, kind)
 
 
 def _isl_checkpoint(path: Path, in_channels: int) -> Path:
@@ -48,12 +48,14 @@ def test_nucleus_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
         output_dir=str(tmp_path / "runs"),
         init=init,
         isl_checkpoint=str(_isl_checkpoint(tmp_path / "dapi.pt", 3)),
+        calibrate=False,  # the paper's fixed sigmoid(x - 0.5); the calibrated start is tested below
+        sw_roi_size=[64, 64],
         **TINY,
     )
     saved = torch.load(models / "model.pt", map_location="cpu")
     assert float(saved["1.shift"]) == (0.5 if init == "isl" else 0.0)
 
-    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "roi_size": [64, 64]}
+    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
     run(config_file=_config("nucleus_seg", "evaluate"), output_dir=str(tmp_path / "eval"), **common)
     run(config_file=_config("nucleus_seg", "inference"), output_dir=str(tmp_path / "pred"), **common)
     rows = _rows(tmp_path / "eval" / "test_iou_raw.csv")
@@ -71,6 +73,31 @@ def test_nucleus_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
         assert iou_score(mask, truth) == pytest.approx(expected)
 
 
+def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_path: Path) -> None:
+    """Validation runs before the first step, so model.pt can be the (calibrated) ISL start itself.
+
+    With validation only at step 0 (val_interval beyond max_epochs), model.pt exists only through that validation
+    and must hold the ISL weights unchanged, with the shift fitted on the training labels instead of 0.5.
+    """
+    isl = _isl_checkpoint(tmp_path / "dapi.pt", 3)
+    models = tmp_path / "models"
+    run(
+        config_file=_config("nucleus_seg", "train"),
+        dataset_dir=str(synth_dir),
+        ckpt_dir=str(models),
+        output_dir=str(tmp_path / "runs"),
+        init="isl",
+        isl_checkpoint=str(isl),
+        **{**TINY, "val_interval": 1000, "sw_roi_size": [64, 64]},
+    )
+    saved = torch.load(models / "model.pt", map_location="cpu")
+    start = torch.load(isl, map_location="cpu")
+    assert all(torch.equal(saved[f"0.{k}"], v) for k, v in start.items())  # the untrained ISL start
+    final = torch.load(models / "checkpoint_final.pt", map_location="cpu")["model"]
+    assert not all(torch.equal(final[f"0.{k}"], v) for k, v in start.items())  # training did move the weights
+    assert float(saved["1.shift"]) != 0.5 and float(saved["1.shift"]) == float(final["1.shift"])
+
+
 @pytest.mark.parametrize("init", ["isl", "none"])
 def test_cell_instance_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
@@ -81,10 +108,11 @@ def test_cell_instance_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
         output_dir=str(tmp_path / "runs"),
         init=init,
         isl_checkpoint=str(_isl_checkpoint(tmp_path / "cellmask.pt", 1)),
+        sw_roi_size=[64, 64],
         **TINY,
     )
     assert (models / "model.pt").is_file()
-    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "roi_size": [64, 64]}
+    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
     # evaluation and inference rebuild the trained architecture (with or without the ISL head) by themselves
     run(config_file=_config("cell_instance_seg", "evaluate"), output_dir=str(tmp_path / "eval"), **common)
     run(
@@ -117,18 +145,28 @@ def test_metadata_validates(name: str) -> None:
     verify_metadata(meta_file=str(REPO / "bundles" / name / "configs" / "metadata.json"), filepath=str(SCHEMA))
 
 
-def test_isl_init_without_checkpoint_says_what_to_do(synth_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "isl"), [("nucleus_seg", "dapi_isl"), ("cell_instance_seg", "cellmask_isl")])
+@pytest.mark.parametrize("given", [False, True])
+def test_isl_init_without_checkpoint_says_what_to_do(
+    name: str, isl: str, given: bool, synth_dir: Path, tmp_path: Path
+) -> None:
+    """A bundle never reads its sibling's folder: init isl needs --isl_checkpoint, and says so before any data is
+    read (not set: the key and an example; set to a missing file: that file)."""
+    overrides = {"isl_checkpoint": str(tmp_path / "no_model.pt")} if given else {}
     with pytest.raises(Exception) as info:
         run(
-            config_file=_config("nucleus_seg", "train"),
-            dataset_dir=str(synth_dir),
-            ckpt_dir=str(tmp_path),
+            config_file=_config(name, "train"),
+            dataset_dir=str(tmp_path / "no_data"),  # not even read: the check comes first
+            ckpt_dir=str(tmp_path / "models"),
             output_dir=str(tmp_path),
-            isl_checkpoint=str(tmp_path / "no_model.pt"),
+            **overrides,
             **TINY,
         )
     err, messages = info.value, []
     while err is not None:
         messages.append(str(err))
         err = err.__cause__ or err.__context__
-    assert any("Train dapi_isl first" in m for m in messages)
+    text = "\n".join(messages)
+    assert f"--isl_checkpoint bundles/{isl}/models/model.pt" in text and "--init imagenet" in text
+    assert ("no_model.pt' does not exist" if given else "'isl_checkpoint' is not set") in text
+    assert not list((tmp_path / "models").glob("*.pt"))

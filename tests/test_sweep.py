@@ -1,5 +1,6 @@
-"""The N-sweep (paper's experiment): nested seeded subsets, schedules, summary numbers, and the whole sweep end to end
-on a tiny synthetic dataset, including resuming an interrupted sweep."""
+"""The N-sweep (paper's experiment): nested seeded subsets, schedules, the datalists read once, results.csv in the
+committed layout, summary numbers, the example figure's fluorescence from --isl_datalist, no import circle, and the
+whole sweep end to end on a tiny synthetic dataset, including resuming an interrupted sweep."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ import csv
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from monai_isl import bundle as bundle_utils
 from monai_isl import sweep as sw
+from monai_isl.sweep import plan as sweep_plan
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "docs" / "results"
 
 
 def test_nested_subsets_are_nested_seeded_and_checked() -> None:
@@ -31,15 +40,20 @@ def test_nested_subsets_are_nested_seeded_and_checked() -> None:
         sw.nested_subsets(names, [0], seed=0)
 
 
-def test_schedule_keeps_a_crop_budget() -> None:
-    for n in (1, 10, 50, 100, 500):
-        s = sw.schedule(n)
-        assert (s.roi, s.num_samples, s.batch_size) == (512, 5, 10)
-        assert s.max_epochs == min(1000, max(50, math.ceil(sw.FULL_CROP_BUDGET / (5 * n))))
-    assert sw.schedule(1).max_epochs == 1000 and sw.schedule(10).max_epochs == 200 and sw.schedule(500).max_epochs == 50
+def test_schedule_follows_the_presets() -> None:
+    """The paper preset gives the Supplementary Tables' epochs (ISL nuclei: 20,000 steps; N = 10: 4,000 epochs)."""
+    for n, table_epochs in ((1, 20000), (10, 4000), (50, 800), (100, 400)):
+        s = sw.schedule(n, preset="paper", bundle="nucleus_seg", init="isl")
+        assert (s.roi, s.num_samples, s.batch_size, s.sw_roi) == (512, 5, min(n, 2), 512)
+        assert s.max_epochs == table_epochs and s.learning_rate == 0.01
+    assert sw.schedule(50, preset="paper", bundle="nucleus_seg", init="none").max_epochs == 400  # 10,000 steps
+    cpu = sw.schedule(1, preset="cpu", bundle="nucleus_seg", init="isl")
+    assert (cpu.roi, cpu.max_epochs, cpu.learning_rate) == (256, 400, 1e-4)
+    assert sw.schedule(1, preset="cpu", bundle="cell_instance_seg", init="isl").head_learning_rate == 0.01
     q = sw.schedule(1, quick=True)
-    assert (q.roi, q.max_epochs, q.num_workers) == (128, 40, 0)
-    assert sw.schedule(50, quick=True).max_epochs == 1 and sw.schedule(10, quick=True).max_epochs == 4
+    assert (q.roi, q.max_epochs, q.num_workers, q.sw_roi) == (128, 40, 0, 256)
+    # training crops and the sliding window (the same for validation and for test evaluation) are separate keys
+    assert q.overrides()["roi_size"] == [128, 128] and q.overrides()["sw_roi_size"] == [256, 256]
     assert sw.schedule(10, quick=True, epochs=7).max_epochs == 7
     assert 1 <= q.val_interval <= q.max_epochs
 
@@ -97,6 +111,134 @@ def test_bad_sweep_arguments_are_named(synth_dir: Path, tmp_path: Path, monkeypa
         sw.sweep(dataset=str(synth_dir), sizes="1,x", out=str(tmp_path / "p"))
 
 
+def test_importing_the_sweep_does_not_import_the_cli() -> None:
+    """No import circle: the sweep runs bundles through monai_isl.bundle, never through the command line module."""
+    code = "import sys, monai_isl.sweep; sys.exit(int('monai_isl.cli' in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr or "importing monai_isl.sweep imported monai_isl.cli"
+
+
+def test_each_datalist_is_read_once(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    real = sweep_plan.load_datalist
+
+    def counting(path: Any, section: str, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        calls.append((Path(path).name, section))
+        return real(path, section, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_plan, "load_datalist", counting)
+    runner = sw.Sweep("nucleus", str(synth_dir), str(tmp_path / "o"), [1, 2], ["isl", "none"], [0, 1], quick=True)
+    runner.write_splits()
+    runs = runner.plan()
+    runner.describe()
+    # the segmentation and the pretext datalist: each present section validated exactly once, nothing re-read later
+    assert sorted(calls) == sorted(set(calls))
+    sections = ("training", "validation", "test")
+    assert set(calls) == {(f, s) for f in ("nucleus_seg.json", "dapi_isl.json") for s in sections}
+    assert isinstance(runner.data, sw.Datalist) and len(runs) == 1 + 2 * 2 * 2
+    pretext = json.loads((tmp_path / "o" / "pretext" / "datalist.json").read_text())
+    assert [i["name"] for i in pretext["training"]] == runner.isl_data.names()
+
+
+def test_runs_go_through_the_bundle_workflows(synth_dir: Path, tmp_path: Path) -> None:
+    """Each planned run trains with the schedule's crops and evaluates/infers with its one sliding window; the
+    commands.txt line of a workflow lists exactly the config files monai_isl.bundle.workflow_configs gives."""
+    out = tmp_path / "o"
+    runner = sw.Sweep("nucleus", str(synth_dir), str(out), [1], ["none"], [0], quick=True)
+    # a folder of an earlier sweep: its sweep.json (these five keys) is accepted, its runs keep their folders
+    legacy = {"task": "nucleus", "dataset": str(synth_dir), "datalist": str(synth_dir / "nucleus_seg.json")}
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({**legacy, "quick": True, "epochs": None}))
+    runner.write_splits()
+    (run,) = runner.plan()
+    assert run["dir"] == str(out / "runs" / "nucleus_N1_none_seed0") and (out / "splits" / "N1_seed0.json").is_file()
+    window = sw.schedule(1, quick=True).window()
+    assert run["train"]["roi_size"] == [128, 128] and run["train"]["sw_roi_size"] == window
+    assert run["evaluate"]["sw_roi_size"] == window == run["example"]["sw_roi_size"]
+    assert "roi_size" not in run["evaluate"] and "roi_size" not in run["example"]
+    root = bundle_utils.bundle_root("nucleus_seg")
+    for workflow in ("train", "evaluate", "inference"):
+        cmd = sw.bundle_command("nucleus_seg", workflow, {"seed": 0})
+        configs = cmd[cmd.index("--config_file") + 1]
+        expected = bundle_utils.workflow_configs(root, workflow)
+        assert all(c in configs for c in expected) and configs.count(".yaml") == len(expected)
+
+
+def _fake_finished(run: dict[str, Any], task: str, names: list[str]) -> None:
+    """A finished run as the worker leaves it, its evaluation file written by the same code the bundle uses."""
+    folder = Path(run["dir"])
+    (folder / "eval").mkdir(parents=True, exist_ok=True)
+    (folder / "done.json").write_text(json.dumps({"train_seconds": 60.0}))
+    if task == "nucleus":
+        from monai.handlers.utils import write_metrics_reports
+
+        values = np.linspace(0.2, 0.8, len(names))
+        write_metrics_reports(folder / "eval", names, None, {"test_iou": values}, None)
+    else:
+        from monai_isl.handlers.report import InstanceReport
+        from monai_isl.metrics.instance import match_instances
+
+        labels = np.zeros((16, 16), dtype=np.int32)
+        labels[2:8, 2:8], labels[9:14, 9:14] = 1, 2
+        report = InstanceReport(folder / "eval")
+        report.rows = [(name, match_instances(labels, labels * (i % 2))) for i, name in enumerate(names)]
+        report.write()
+
+
+@pytest.mark.parametrize("task, committed", [("nucleus", "synthetic_nucleus"), ("cell", "synthetic_cell")])
+def test_results_csv_keeps_the_committed_columns(task: str, committed: str, synth_dir: Path, tmp_path: Path) -> None:
+    runner = sw.Sweep(task, str(synth_dir), str(tmp_path / "o"), [1, 2], ["isl", "none"], [0], quick=True)
+    runner.write_splits()
+    runs = runner.plan()
+    names = ["img_a", "img_b"]
+    for run in runs[1:]:
+        _fake_finished(run, task, names)
+    rows = sw.collect_results(runs)
+    assert len(rows) == 4 * len(names) and {r["metric"] for r in rows} == {sw.TASKS[task].label}
+    path = sw.write_results_csv(tmp_path / "results.csv", rows)
+    with open(COMMITTED / committed / "results.csv", newline="") as f:
+        expected_header = next(csv.reader(f))
+    with open(path, newline="") as f:
+        assert next(csv.reader(f)) == expected_header
+    first = _csv(path)[0]
+    assert (first["task"], first["n_images"], first["roi"], first["train_minutes"]) == (task, "1", "128", "1.0")
+
+
+def test_example_figure_uses_the_isl_datalist(synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--isl_datalist is the pretext datalist everywhere: the pretext training and the figure's fluorescence tile."""
+    from monai_isl.io import write_image
+
+    default = json.loads((synth_dir / "dapi_isl.json").read_text())
+    stain = write_image(tmp_path / "other_stain.tif", np.full((1, 96, 96), 7.0, dtype=np.float32))
+
+    def restained(section: str) -> list[dict[str, Any]]:
+        return [{**i, "image": [str(synth_dir / f) for f in i["image"]], "label": str(stain)} for i in default[section]]
+
+    other = tmp_path / "other_isl.json"
+    other.write_text(json.dumps({"training": restained("training"), "test": restained("test")}))
+
+    runner = sw.Sweep(
+        "nucleus", str(synth_dir), str(tmp_path / "o"), [1], ["isl", "none"], [0], quick=True, isl_datalist=str(other)
+    )
+    runner.write_splits()
+    runs = runner.plan()
+    pretext = json.loads((tmp_path / "o" / "pretext" / "datalist.json").read_text())
+    assert {i["label"] for i in pretext["training"]} == {str(stain)}
+    assert runs[0]["select"] == "final"  # the other datalist has no validation section
+    for run in runs[1:]:
+        _fake_finished(run, "nucleus", [i["name"] for i in runner.data.test])
+    shown: dict[str, Any] = {}
+
+    def capture(images: list[Any], titles: list[str], path: Path, **kwargs: Any) -> Path:
+        shown.update(zip(titles, images))
+        return Path(path)
+
+    monkeypatch.setattr("monai_isl.figures.save_panel", capture)
+    runner.report(runs)
+    assert shown["fluorescence"] is not None and np.all(shown["fluorescence"] == 7.0)
+    assert "other_isl.json" in (tmp_path / "o" / "summary.md").read_text()
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -119,6 +261,9 @@ def test_sweep_end_to_end_and_resume(synth_dir: Path, tmp_path: Path) -> None:
     commands = (runs["nucleus_N1_isl_seed0"] / "commands.txt").read_text()
     assert "-m monai.bundle run" in commands and "nucleus_seg/configs/train.yaml" in commands
     assert "--init isl" in commands and str(out / "pretext" / "models" / "model.pt") in commands
+    evaluate_line = next(line for line in commands.splitlines() if "evaluate.yaml" in line)
+    root = bundle_utils.bundle_root("nucleus_seg")
+    assert all(c in evaluate_line for c in bundle_utils.workflow_configs(root, "evaluate"))
 
     # splits: fixed test set, nested seeded subsets, and each run's datalist trains on exactly its subset
     test_names = [item["name"] for item in json.loads((out / "splits" / "test.json").read_text())]
@@ -143,7 +288,13 @@ def test_sweep_end_to_end_and_resume(synth_dir: Path, tmp_path: Path) -> None:
         assert row["metric"] == "IoU" and 0.0 <= float(row["value"]) <= 1.0
     text = summary.read_text()
     assert "| 1 |" in text and "| 2 |" in text and "ISL vs none:" in text and "at N=1" in text
-    for name in ("nucleus_box_N1.png", "nucleus_vs_N.png", "nucleus_example.png"):
+    # learning curves: every run scored on the test set before training (step 0) and at its last step; the last
+    # score of a run whose final model is evaluated equals its evaluation (same model, same images)
+    curves = _csv(out / "curves.csv")
+    for rid in runs:
+        steps = [int(r["step"]) for r in curves if r["run"] == rid]
+        assert steps[0] == 0 and len(steps) >= 2 and steps == sorted(steps), (rid, steps)
+    for name in ("nucleus_box_N1.png", "nucleus_vs_N.png", "nucleus_example.png", "nucleus_learning_curves.png"):
         png = out / "figures" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -157,7 +308,8 @@ def test_sweep_end_to_end_and_resume(synth_dir: Path, tmp_path: Path) -> None:
     sw.sweep(**args)
     assert {name: (runs[name] / "done.json").stat().st_mtime_ns for name in finished} == finished
     assert (out / "pretext" / "done.json").stat().st_mtime_ns == pretext_done
-    train_lines = [line for line in (interrupted / "commands.txt").read_text().splitlines() if "train.yaml" in line]
+    lines = (interrupted / "commands.txt").read_text().splitlines()
+    train_lines = [line for line in lines if "train.yaml" in line and "evaluate.yaml" not in line]
     assert len(train_lines) == 2 and "--resume true" in train_lines[-1]
     assert (interrupted / "eval" / "test_iou_raw.csv").is_file() and len(_csv(out / "results.csv")) == len(rows)
 

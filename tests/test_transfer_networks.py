@@ -98,3 +98,47 @@ def test_init_of_checkpoint(tmp_path: Path) -> None:
     assert init_of_checkpoint(tmp_path / "isl.pt") == "isl"
     assert init_of_checkpoint(tmp_path / "base.pt") == "none"
     assert init_of_checkpoint(tmp_path / "missing.pt", default="isl") == "isl"
+
+
+def test_cell_output_gain_and_legacy_checkpoints(tmp_path: Path) -> None:
+    """The distance gain (255 for the baselines, 1 for the ISL head) is saved with the model, and a checkpoint from
+    before ``CellOutput`` (``Sequential(unet, head)``) still loads strictly, as gain 1 (the network it was trained as).
+    """
+    from monai_isl.networks.transfer import DEFAULT_DISTANCE_GAIN, CellOutput, head_channels_of_checkpoint
+
+    isl = cell_network(1, "isl", load_pretrained=False)
+    base = cell_network(1, "none", load_pretrained=False, distance_gain=3.0)
+    assert isinstance(isl[2], CellOutput) and float(isl[2].distance_gain) == DEFAULT_DISTANCE_GAIN["isl"] == 1.0
+    assert float(base[2].distance_gain) == 3.0
+    assert float(cell_network(1, "none", load_pretrained=False)[2].distance_gain) == 255.0
+    legacy = torch.nn.Sequential(isl[0], isl[1])  # the old layout, same weights
+    torch.save(legacy.state_dict(), tmp_path / "old.pt")
+    assert init_of_checkpoint(tmp_path / "old.pt") == "isl"
+    rebuilt = cell_network(1, init_of_checkpoint(tmp_path / "old.pt"), load_pretrained=False)
+    rebuilt.load_state_dict(torch.load(tmp_path / "old.pt", weights_only=True), strict=True)
+    assert float(rebuilt[2].distance_gain) == 1.0
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), legacy.eval()(x))
+    wide = cell_network(1, "isl", load_pretrained=False, head_channels=8)
+    torch.save({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    assert (
+        head_channels_of_checkpoint(tmp_path / "wide.pt") == 8 and head_channels_of_checkpoint(tmp_path / "old.pt") == 2
+    )
+    assert init_of_checkpoint(tmp_path / "wide.pt") == "isl"
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    assert init_of_checkpoint(tmp_path / "base.pt") == "none"
+
+
+def test_param_groups_split_head_and_network() -> None:
+    from monai_isl.networks.transfer import param_groups
+
+    net = cell_network(1, "isl", load_pretrained=False)
+    body, head = param_groups(net, 1e-4, 1e-2)
+    assert body["lr"] == 1e-4 and head["lr"] == 1e-2
+    assert {id(p) for p in head["params"]} == {id(p) for p in net[1].parameters()}
+    assert len(body["params"]) + len(head["params"]) == len(list(net.parameters()))
+    assert param_groups(net, 1e-4)[1]["lr"] == pytest.approx(1e-3)  # head_lr None: 10x
+    (only,) = param_groups(cell_network(1, "none", load_pretrained=False), 1e-3, 1e-2)  # no head parameters
+    assert only["lr"] == 1e-3
+    torch.optim.Adam(param_groups(net, 1e-4, 1e-2))

@@ -1,6 +1,7 @@
 """Ignite handlers for the bundle configs: metrics, kill-safe checkpoints, NaN stop, skip-and-report inference."""
 
-from .checkpoint import AtomicCheckpointSaver  # noqa: F401
+from .checkpoint import AtomicCheckpointSaver, atomic_save, keep_final_model  # noqa: F401
+from .curve import LearningCurve  # noqa: F401
 from .naming import image_names  # noqa: F401
 from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss  # noqa: F401
 from .regression import PearsonCorrelation  # noqa: F401

@@ -30,17 +30,12 @@ from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
+from ..io import umask_mode
 from .nonfinite import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _non_finite_tensor(obj: Any, prefix: str = "") -> str | None:
@@ -113,23 +108,46 @@ class _AtomicDiskSaver(DiskSaver):
                 (Path(self.dirname) / old).unlink(missing_ok=True)
 
     def write(self, checkpoint: Mapping, path: Path) -> None:
-        """``torch.save`` to a temporary file beside ``path``, ``fsync``, rename over ``path``, ``fsync`` the folder."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        """:func:`atomic_save`."""
+        atomic_save(checkpoint, path)
 
     def remove(self, filename: str) -> None:
         """Ignite calls this *before* writing the next file: defer it until that write succeeded."""
         self._pending_removal.append(self.filename or filename)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, ``fsync``, rename over ``path``, ``fsync`` the folder.
+
+    A kill or a full disk leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def keep_final_model(network: torch.nn.Module, ckpt_dir: str | os.PathLike, has_validation: bool) -> Path | None:
+    """Without a validation section nothing selects a best model: keep the final network as ``model.pt``.
+
+    Evaluation, inference, the sweep and the segmentation bundles (``--isl_checkpoint``) all read ``model.pt``.
+    """
+    if has_validation:
+        return None
+    module = getattr(network, "module", network)
+    path = atomic_save(module.state_dict(), Path(ckpt_dir) / "model.pt")
+    logger.warning("no validation section in the datalist: the final model is kept as %s (not a selected best)", path)
+    return path
 
 
 class AtomicCheckpointSaver(CheckpointSaver):

@@ -6,8 +6,6 @@ name, so MONAI's ``MetricsSaver`` writes them to a per-image CSV next to the sum
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from monai.handlers import IgniteMetricHandler
 from monai.utils import MetricReduction
@@ -19,34 +17,26 @@ __all__ = ["IoU", "MeanAveragePrecision"]
 
 
 class IoU(IgniteMetricHandler):
-    """Mean per-image IoU of the binarised foreground masks (``pred`` probabilities vs ``label``)."""
+    """Mean per-image IoU of the binarised foreground masks (``pred`` probabilities vs ``label``).
 
-    def __init__(
-        self,
-        threshold: float = 0.5,
-        reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = lambda x: x,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=IoUMetric(threshold=threshold, reduction=reduction),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+    Other keyword arguments (``output_transform``, ``save_details``: default True) go to ``IgniteMetricHandler``.
+    """
+
+    def __init__(self, threshold: float = 0.5, reduction: MetricReduction | str = MetricReduction.MEAN, **kwargs):
+        super().__init__(metric_fn=IoUMetric(threshold=threshold, reduction=reduction), **kwargs)
 
 
 class MeanAveragePrecision(IgniteMetricHandler):
-    """Mean per-image instance mAP over the IoU ``thresholds`` (``pred`` and ``label`` are label images)."""
+    """Mean per-image instance mAP over the IoU ``thresholds`` (``pred`` and ``label`` are label images).
+
+    Other keyword arguments (``output_transform``, ``save_details``: default True) go to ``IgniteMetricHandler``.
+    """
 
     def __init__(
         self,
         thresholds: np.ndarray | list[float] = DEFAULT_THRESHOLDS,
         reduction: MetricReduction | str = MetricReduction.MEAN,
-        output_transform: Callable = lambda x: x,
-        save_details: bool = True,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            metric_fn=MeanAveragePrecisionMetric(thresholds=thresholds, reduction=reduction),
-            output_transform=output_transform,
-            save_details=save_details,
-        )
+        metric = MeanAveragePrecisionMetric(thresholds=thresholds, reduction=reduction)
+        super().__init__(metric_fn=metric, **kwargs)

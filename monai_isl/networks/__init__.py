@@ -1,4 +1,7 @@
-"""Networks: the densenet121 encoder for MONAI FlexibleUNet and the ISL network builders."""
+"""Networks: the densenet121 encoder for MONAI FlexibleUNet and the ISL network builders.
+
+``__all__`` below is the one list of the public names of ``densenet`` and ``transfer``.
+"""
 
 from __future__ import annotations
 

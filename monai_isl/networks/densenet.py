@@ -24,17 +24,6 @@ from monai.networks.nets import DenseNet
 from monai.networks.nets.flexible_unet import FLEXUNET_BACKBONE, FlexibleUNet
 from torch import nn
 
-__all__ = [
-    "DENSENET121_IMAGENET_FILE",
-    "DENSENET121_IMAGENET_URL",
-    "DenseNet121Encoder",
-    "PaddedFlexibleUNet",
-    "default_imagenet_weights_path",
-    "load_imagenet_weights",
-    "pad_to_multiple",
-    "register_flexunet_backbone",
-]
-
 logger = logging.getLogger(__name__)
 
 DENSENET121_IMAGENET_FILE = "densenet121-a639ec97.pth"

@@ -12,13 +12,21 @@ segmentation output:
   (distance map, mask logit). Unlike the paper's code, the last layer has no BatchNorm/ReLU: a ReLU would keep
   mask logits >= 0, i.e. probabilities >= 0.5, and floor the BCE of background pixels at ln 2.
 
-Every network is a ``torch.nn.Sequential(unet, head)`` so the ISL weights keep their names under ``0.``.
+Every network is a ``torch.nn.Sequential(unet, head, CellOutput)`` so the ISL weights keep their names under
+``0.``. :class:`CellOutput` (not in the paper) multiplies the distance channel by a fixed gain, so that a raw
+output of ~1 is already on the target's 0..255 scale (the paper's loss is unchanged): 255 for the baselines, which
+otherwise reach only ~1/5 of the scale in 100 steps; 1 for the ISL head, which reaches it with its own learning
+rate (:func:`param_groups`) and whose 2 hidden channels are better left to both terms (``DEFAULT_DISTANCE_GAIN``,
+``benchmarks/bench_cell_head.py``). It also carries the watershed ``h`` (and smoothing sigma) fitted after
+training (:mod:`monai_isl.instance_fit`), so they travel with ``model.pt`` and a TorchScript export. Checkpoints
+saved before it existed load with gain 1 and no fitted ``h``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,18 @@ from .densenet import PaddedFlexibleUNet
 logger = logging.getLogger(__name__)
 
 INITS = ("isl", "imagenet", "none")
+
+#: gain of the distance channel (:class:`CellOutput`) by default, per init, chosen with
+#: ``benchmarks/bench_cell_head.py`` (Usiigaci, 100 steps): the baselines' 2-output FlexibleUNet needs it (distance
+#: inside cells 16.5 -> 87 of a 89.6 target mean, mask IoU 0.23 -> 0.64, fitted-h mAP 0.009 -> 0.105), while with
+#: the paper's width-2 ISL head the gain lets the distance term take over the 2 shared hidden channels and the mask
+#: suffers (IoU 0.69 -> 0.42 with param groups; all foreground at one lr 1e-3): the ISL head relies on
+#: :func:`param_groups` (head lr 1e-2) to reach the scale instead, and ``h: auto`` absorbs what is left.
+DEFAULT_DISTANCE_GAIN = {"isl": 1.0, "imagenet": 255.0, "none": 255.0}
+#: learning-rate multiplier of the head against the pretrained network in :func:`param_groups` (``head_lr`` None).
+DEFAULT_HEAD_LR_FACTOR = 10.0
+#: value of the stored watershed parameters before ``fit_network_watershed`` (any negative number: not fitted)
+NOT_FITTED = -1.0
 
 
 class ShiftedSigmoid(nn.Module):
@@ -57,6 +77,96 @@ class TransferHead(nn.Sequential):
             nn.ReLU(),
             nn.Conv2d(hidden_channels, out_channels, kernel_size=3, padding=1),
         )
+
+
+class CellOutput(nn.Module):
+    """``(gain * x[:, 0] + offset, x[:, 1:])`` plus the fitted watershed parameters, all as buffers.
+
+    The gain puts the distance channel on the target's 0..255 scale from the first step: Adam moves a weight by
+    ~lr per step whatever the loss scale, so an un-scaled output needs thousands of steps to climb to ~90 (the
+    mean target inside cells) and meanwhile the h-maxima ``h`` (on the 0..255 scale) means something else.
+    ``watershed_h`` / ``watershed_sigma`` are ``NOT_FITTED`` (-1; not NaN, which the checkpoint guard refuses)
+    until :func:`monai_isl.instance_fit.fit_network_watershed` stores the values it picked;
+    ``HMaximaWatershedd(h="auto")`` reads them back. Being buffers they are saved in ``model.pt`` and kept by
+    ``torch.jit.script``. A state dict without any of them (saved before this module existed) loads as gain 1,
+    offset 0 and nothing fitted: exactly the old network.
+    """
+
+    def __init__(self, distance_gain: float = 1.0, distance_offset: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("distance_gain", torch.tensor(float(distance_gain)))
+        self.register_buffer("distance_offset", torch.tensor(float(distance_offset)))
+        self.register_buffer("watershed_h", torch.tensor(NOT_FITTED))
+        self.register_buffer("watershed_sigma", torch.tensor(NOT_FITTED))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        distance = x[:, :1] * self.distance_gain + self.distance_offset
+        return torch.cat((distance, x[:, 1:]), dim=1)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        names = [prefix + n for n, _ in self.named_buffers(recurse=False)]
+        legacy = not any(n in state_dict for n in names)
+        if legacy:  # a checkpoint from before CellOutput: identity output, nothing fitted
+            with torch.no_grad():
+                self.distance_gain.fill_(1.0)
+                self.distance_offset.fill_(0.0)
+                self.watershed_h.fill_(NOT_FITTED)
+                self.watershed_sigma.fill_(NOT_FITTED)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if legacy:
+            missing_keys[:] = [k for k in missing_keys if k not in names]
+
+
+def cell_outputs(network: nn.Module) -> list[nn.Module]:
+    """The :class:`CellOutput` modules of ``network`` (also inside wrappers such as DDP or a TorchScript module)."""
+    found = []
+    for _, module in network.named_modules():
+        if isinstance(module, CellOutput) or getattr(module, "original_name", None) == "CellOutput":
+            found.append(module)
+    return found
+
+
+def param_groups(
+    network: nn.Module, lr: float, head_lr: float | None = None, head_prefix: str | None = None
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups: the pretrained network at ``lr``, the newly added head at ``head_lr``.
+
+    For ``torch.optim.Adam(param_groups(net, 1e-4, 1e-2))``: the ISL network (``network[0]``, or the parameters
+    not under ``head_prefix``) keeps most of what it learned while the two new Conv2d layers learn fast.
+    ``head_lr`` None: ``DEFAULT_HEAD_LR_FACTOR * lr``. A network without head parameters (the baseline, whose
+    head is ``Identity``) gets one group at ``lr``; empty groups are left out.
+    """
+    if head_lr is None:
+        head_lr = DEFAULT_HEAD_LR_FACTOR * float(lr)
+    module = getattr(network, "module", network)  # DistributedDataParallel / DataParallel
+    if head_prefix is None:
+        pretrained_ids = {id(p) for p in module[0].parameters()} if isinstance(module, nn.Sequential) else None
+        if pretrained_ids is None:
+            raise ValueError("param_groups needs an nn.Sequential(unet, head, ...) or a head_prefix")
+    else:
+        pretrained_ids = {id(p) for n, p in module.named_parameters() if not n.startswith(head_prefix)}
+    body = [p for p in module.parameters() if id(p) in pretrained_ids]
+    head = [p for p in module.parameters() if id(p) not in pretrained_ids]
+    groups = [{"params": body, "lr": float(lr)}, {"params": head, "lr": float(head_lr)}]
+    return [g for g in groups if g["params"]]
+
+
+def _iter_state(checkpoint: str | os.PathLike) -> Iterator[str]:
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return (str(k) for k in state)
 
 
 def _check_init(init: str) -> str:
@@ -135,32 +245,50 @@ def cell_network(
     isl_checkpoint: str | os.PathLike | None = None,
     imagenet_weights: str | os.PathLike | bool | None = None,
     load_pretrained: bool = True,
+    distance_gain: float | None = None,
+    head_channels: int = 2,
 ) -> nn.Sequential:
     """cell_instance_seg network with 2 outputs: channel 0 distance map (0..255 scale), channel 1 mask logit.
 
-    ``init="isl"``: the cellmask_isl network (1 output) + :class:`TransferHead`; otherwise FlexibleUNet-densenet121
-    with 2 outputs (``Identity`` head) from ImageNet or random weights.
+    ``init="isl"``: the cellmask_isl network (1 output) + :class:`TransferHead` (hidden width ``head_channels``;
+    the paper: 2); otherwise FlexibleUNet-densenet121 with 2 outputs (``Identity`` head) from ImageNet or random
+    weights. Both end in :class:`CellOutput`, whose ``distance_gain`` scales the distance channel (None:
+    ``DEFAULT_DISTANCE_GAIN[init]``, 255 for the baselines, 1 for the ISL head; 1 is the network without the
+    fix). The gain is a buffer: ``model.pt`` restores the one a model was trained with.
     """
     init = _check_init(init)
+    gain = DEFAULT_DISTANCE_GAIN[init] if distance_gain is None else float(distance_gain)
     if init == "isl":
         unet = _unet(in_channels, 1, init, None, False)
         if load_pretrained:
             if isl_checkpoint is None:
                 raise ValueError("init='isl' needs isl_checkpoint: the cellmask_isl models/model.pt")
             load_isl_weights(unet, isl_checkpoint, bundle="cellmask_isl")
-        return nn.Sequential(unet, TransferHead(1, 2))
-    return nn.Sequential(_unet(in_channels, 2, init, imagenet_weights, load_pretrained), nn.Identity())
+        return nn.Sequential(unet, TransferHead(1, 2, hidden_channels=int(head_channels)), CellOutput(gain))
+    unet = _unet(in_channels, 2, init, imagenet_weights, load_pretrained)
+    return nn.Sequential(unet, nn.Identity(), CellOutput(gain))
 
 
 def init_of_checkpoint(checkpoint: str | os.PathLike, default: str = "isl") -> str:
     """``isl`` if a saved cell network has a transfer head, else ``none``; ``default`` if there is no file yet.
 
     Lets evaluation and inference rebuild the architecture a model was trained with, whatever ``--init`` was.
+    The head is ``1.`` (``2.`` is :class:`CellOutput`, present for every init).
     """
+    path = Path(checkpoint)
+    if not path.is_file():
+        return default
+    return "isl" if any(k.startswith("1.") for k in _iter_state(path)) else "none"
+
+
+def head_channels_of_checkpoint(checkpoint: str | os.PathLike, default: int = 2) -> int:
+    """Hidden width of a saved :class:`TransferHead` (``1.0.weight`` has shape ``(width, 1, 3, 3)``); ``default``
+    without a file or an ISL head, so ``cell_network(head_channels=...)`` rebuilds the trained architecture."""
     path = Path(checkpoint)
     if not path.is_file():
         return default
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
-    return "isl" if any(str(k).startswith("1.") for k in state) else "none"
+    weight = state.get("1.0.weight")
+    return int(weight.shape[0]) if weight is not None else default

@@ -1,0 +1,278 @@
+"""``h: auto``: the h-maxima depth (and distance smoothing) that maximise mAP on annotated fields, for *this* model.
+
+The post-processing's ``h`` is on the distance map's scale. The target peaks at 255 in every cell, but a trained
+network's prediction need not: early or small runs predict a scaled-down copy (a model at today's defaults scored
+mAP 0.137 at h = 10 but 0.063 at h = 30), and even on the true target h = 10 splits cells (Usiigaci: mAP 0.52 at
+h = 10, 0.79 at 30, 0.87 at 60). :func:`fit_watershed_params` therefore searches ``h`` on a grid made of fractions
+of the predicted distance's own scale (99th percentile inside the predicted mask) plus absolute values, and
+optionally a Gaussian sigma for the predicted distance, keeping a sigma > 0 only when it beats no smoothing by
+``min_sigma_gain``. :func:`fit_network_watershed` runs a network over datalist items (whole fields through a
+sliding-window inferer), fits, and stores the result in the network's
+:class:`~monai_isl.networks.transfer.CellOutput` buffers (and in ``model.pt``), where
+``HMaximaWatershedd(h="auto")`` finds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics.instance import mean_average_precision
+from .postprocessing import hmaxima_watershed, smooth_distance
+from .transforms.instance import instance_distance
+
+__all__ = [
+    "DEFAULT_H_ABSOLUTE",
+    "DEFAULT_H_FRACTIONS",
+    "DEFAULT_SIGMAS",
+    "fit_network_watershed",
+    "fit_watershed_params",
+    "h_grid_for",
+    "predict_fields",
+    "store_watershed_params",
+]
+
+logger = logging.getLogger(__name__)
+
+#: fractions of the predicted distance's scale (99th percentile inside the predicted mask)
+DEFAULT_H_FRACTIONS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+#: absolute depths on the 0..255 target scale (the paper's 10 among them)
+DEFAULT_H_ABSOLUTE = (2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0)
+#: Gaussian sigmas (pixels) tried for the predicted distance. Smoothing did not help in
+#: benchmarks/bench_cell_head.py (sigma 1 and 2 never beat sigma 0 by 0.005 on any variant), so none by default;
+#: pass e.g. ``sigmas=(0.0, 1.0, 2.0)`` to search it.
+DEFAULT_SIGMAS = (0.0,)
+
+
+def _prob(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(mask, dtype=np.float32)
+
+
+def h_grid_for(
+    distances: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    mask_threshold: float = 0.5,
+    fractions: Sequence[float] = DEFAULT_H_FRACTIONS,
+    absolute: Sequence[float] = DEFAULT_H_ABSOLUTE,
+) -> tuple[np.ndarray, float]:
+    """The h grid for these predictions and their scale: ``fractions * p99`` (99th percentile of the distance in
+    the predicted mask, all images pooled) plus the ``absolute`` values up to that scale, sorted, with 0."""
+    inside = [np.asarray(d)[_prob(m) > mask_threshold] for d, m in zip(distances, masks)]
+    pooled = np.concatenate([v.ravel() for v in inside]) if inside else np.zeros(0)
+    scale = float(np.percentile(pooled, 99)) if pooled.size else 0.0
+    grid = {0.0}
+    if scale > 0 and math.isfinite(scale):
+        grid.update(float(f) * scale for f in fractions)
+        grid.update(float(a) for a in absolute if a <= scale)
+    return np.array(sorted(grid)), scale
+
+
+def _mean_map(
+    distances: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    h: float,
+    mask_threshold: float,
+    method: str,
+) -> float:
+    scores = [
+        mean_average_precision(y, hmaxima_watershed(d, m, h=h, mask_threshold=mask_threshold, method=method))
+        for d, m, y in zip(distances, masks, labels)
+    ]
+    return float(np.mean(scores))
+
+
+def fit_watershed_params(
+    distances: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    h_grid: Sequence[float] | None = None,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    mask_threshold: float = 0.5,
+    min_sigma_gain: float = 0.005,
+    target_distances: Sequence[np.ndarray] | None = None,
+    method: str = "auto",
+) -> dict[str, Any]:
+    """The ``h`` and ``sigma`` maximising mean mAP@0.5:0.95 of ``hmaxima_watershed`` against ``labels``.
+
+    Args:
+        distances: the model's predicted distance maps (2D), one per annotated image.
+        masks: its mask probabilities (2D, same shapes).
+        labels: the true instance labels.
+        h_grid: the h values to try; None: :func:`h_grid_for` (relative to the prediction's own scale, so a
+            scaled-down prediction gets a scaled-down h).
+        sigmas: Gaussian sigmas (pixels) for the predicted distance; a sigma > 0 is kept only when its best mAP
+            exceeds the best without smoothing by ``min_sigma_gain``.
+        target_distances: the true distance maps (e.g. :func:`~monai_isl.transforms.instance_distance`); if
+            given, the h that is best on the perfect target (with the true mask) is reported as a reference.
+
+    Returns:
+        ``{"h", "sigma", "map", "scale", "map_h10", "table"}`` (``table``: ``(sigma, h, mAP)`` rows, ``map_h10``:
+        mAP at sigma 0, h 10) and, with targets, ``"target": {"h", "map", "map_h10"}``. Ties go to the smaller
+        sigma, then the smaller h.
+    """
+    if not (len(distances) == len(masks) == len(labels)) or not distances:
+        raise ValueError("need as many distances, masks and labels, at least one")
+    distances = [np.asarray(d, dtype=np.float32) for d in distances]
+    masks = [_prob(m) for m in masks]
+    labels = [np.asarray(y) for y in labels]
+    grid, scale = h_grid_for(distances, masks, mask_threshold)
+    if h_grid is not None:
+        grid = np.array(sorted({float(h) for h in h_grid}))
+    table: list[tuple[float, float, float]] = []
+    best_by_sigma: dict[float, tuple[float, float]] = {}
+    for sigma in sorted({float(s) for s in sigmas} | {0.0}):
+        smoothed = [smooth_distance(d, sigma) for d in distances]
+        for h in grid:
+            score = _mean_map(smoothed, masks, labels, float(h), mask_threshold, method)
+            table.append((sigma, float(h), score))
+            if sigma not in best_by_sigma or score > best_by_sigma[sigma][1]:
+                best_by_sigma[sigma] = (float(h), score)
+    sigma, (h, score) = 0.0, best_by_sigma[0.0]
+    for s, (hs, sc) in sorted(best_by_sigma.items()):
+        if s > 0 and sc > score + min_sigma_gain:
+            sigma, h, score = s, hs, sc
+    result: dict[str, Any] = {
+        "h": h,
+        "sigma": sigma,
+        "map": score,
+        "scale": scale,
+        "map_h10": _mean_map(distances, masks, labels, 10.0, mask_threshold, method),
+        "table": table,
+    }
+    if target_distances is not None:
+        truth = [np.asarray(t, dtype=np.float32) for t in target_distances]
+        true_masks = [(y > 0).astype(np.float32) for y in labels]
+        t_grid, _ = h_grid_for(truth, true_masks, 0.5)
+        scores = [(_mean_map(truth, true_masks, labels, float(t), 0.5, method), -float(t)) for t in t_grid]
+        t_score, t_h = max(scores)
+        result["target"] = {
+            "h": -t_h,
+            "map": t_score,
+            "map_h10": _mean_map(truth, true_masks, labels, 10.0, 0.5, method),
+        }
+    return result
+
+
+def store_watershed_params(network: nn.Module, h: float, sigma: float = 0.0) -> int:
+    """Write ``h`` and ``sigma`` into every ``CellOutput`` of ``network``; returns how many were written.
+
+    Raises ValueError if the network has none (built before ``CellOutput``: rebuild it with ``cell_network``).
+    """
+    from .networks.transfer import cell_outputs
+
+    outputs = cell_outputs(network)
+    if not outputs:
+        raise ValueError("the network has no CellOutput module to store h in; build it with cell_network()")
+    with torch.no_grad():
+        for module in outputs:
+            module.watershed_h.fill_(float(h))
+            module.watershed_sigma.fill_(float(sigma))
+    return len(outputs)
+
+
+def predict_fields(
+    network: nn.Module,
+    items: Sequence[dict],
+    preprocessing: Callable[[dict], dict],
+    inferer: Callable[..., torch.Tensor],
+    device: Any = None,
+    label_key: str = "instances",
+    distance_channel: int = 0,
+    mask_channel: int = 1,
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Distance maps, mask probabilities (sigmoid of the mask logit) and labels of whole fields.
+
+    Each datalist item goes through ``preprocessing`` (it must give ``image`` ``(C, H, W)`` and the instance
+    labels under ``label_key``), then ``inferer(image[None], network)`` in eval mode without gradients.
+    """
+    first = next(iter(network.parameters()), None)
+    device = torch.device(device) if device is not None else (first.device if first is not None else "cpu")
+    was_training = network.training
+    network.eval()
+    distances, masks, labels = [], [], []
+    try:
+        with torch.no_grad():
+            for item in items:
+                d = preprocessing(dict(item))
+                if isinstance(d, list):
+                    raise ValueError("preprocessing must give one whole field per item, not crops")
+                image = torch.as_tensor(d["image"]).float()[None].to(device)
+                pred = inferer(image, network)[0].float().cpu()
+                distances.append(pred[distance_channel].numpy())
+                masks.append(torch.sigmoid(pred[mask_channel]).numpy())
+                y = d[label_key]
+                y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+                labels.append(y.reshape(y.shape[-2:]))
+    finally:
+        network.train(was_training)
+    return distances, masks, labels
+
+
+def _load_model_state(path: Path) -> tuple[Any, dict]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        return state, state["model"]
+    return state, state
+
+
+def fit_network_watershed(
+    network: nn.Module,
+    items: Sequence[dict],
+    preprocessing: Callable[[dict], dict],
+    inferer: Callable[..., torch.Tensor],
+    checkpoint: str | os.PathLike | None = None,
+    device: Any = None,
+    label_key: str = "instances",
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
+    mask_threshold: float = 0.5,
+    reference: bool = True,
+    distance_mode: str = "per_instance",
+    distance_factor: float = 1.0,
+) -> dict[str, Any]:
+    """Fit ``h`` / ``sigma`` for ``network`` on annotated ``items`` and store them in it (and in ``checkpoint``).
+
+    For the train config, after ``trainer.run()``: ``checkpoint`` (the best model, ``models/model.pt``) is
+    loaded into ``network`` first if it exists, the fields are predicted whole with ``inferer``
+    (:func:`predict_fields`), :func:`fit_watershed_params` picks the values, they are written into the
+    network's ``CellOutput`` buffers and ``checkpoint`` is rewritten (atomically, same layout) with them, so that
+    evaluation, inference and a TorchScript export read them back with ``h: auto``. ``reference``: also report
+    the best h on the true targets (``distance_mode`` / ``distance_factor`` as in training). Logged and returned.
+    """
+    network = getattr(network, "module", network)  # DistributedDataParallel: the network it wraps
+    path = Path(checkpoint) if checkpoint is not None else None
+    if path is not None and path.is_file():
+        _, model_state = _load_model_state(path)
+        network.load_state_dict(model_state)
+    distances, masks, labels = predict_fields(network, items, preprocessing, inferer, device, label_key)
+    targets = [instance_distance(y, mode=distance_mode, factor=distance_factor) for y in labels] if reference else None
+    result = fit_watershed_params(
+        distances, masks, labels, sigmas=sigmas, mask_threshold=mask_threshold, target_distances=targets
+    )
+    store_watershed_params(network, result["h"], result["sigma"])
+    if path is not None and path.is_file():
+        whole, model_state = _load_model_state(path)
+        for name, buf in network.state_dict().items():
+            if name.endswith(("watershed_h", "watershed_sigma", "distance_gain", "distance_offset")):
+                model_state[name] = buf.detach().cpu().clone()
+        tmp = path.with_name(path.name + ".fit.tmp")
+        torch.save(whole, tmp)
+        os.replace(tmp, path)
+    msg = (
+        f"h auto: h={result['h']:.3g} sigma={result['sigma']:g} mAP={result['map']:.3f} "
+        f"(h=10: {result['map_h10']:.3f}; predicted distance scale p99={result['scale']:.3g}) on {len(items)} fields"
+    )
+    if "target" in result:
+        t = result["target"]
+        msg += f"; true targets: best h={t['h']:.3g} mAP={t['map']:.3f} (h=10: {t['map_h10']:.3f})"
+    logger.info(msg)
+    print(msg)
+    return result
