@@ -128,28 +128,35 @@ def attach_resume(trainer: Any, ckpt_dir: str | os.PathLike, load_dict: dict[str
 
 
 def check_writable(path: str | os.PathLike, min_free_mb: float = 0.0, what: str = "output folder") -> Path:
-    """Create ``path`` if needed and make sure files can be written there and ``min_free_mb`` MiB are free.
+    """Make sure files can be written in ``path`` (or, while it does not exist, in its nearest existing parent,
+    where it would be created) and that ``min_free_mb`` MiB are free there. Creates nothing.
 
     Called from the configs' ``initialize`` so that a read-only, full or mistyped folder stops the run before
-    hours of training instead of at the first checkpoint.
+    hours of training instead of at the first checkpoint. The folder itself is made by whatever writes its first
+    file (checkpoint saver, TensorBoard, the CSV and image writers), so a run that fails on a wrong setting or
+    input leaves no empty folder behind.
 
     Raises:
-        OSError: the folder cannot be created or written to, or has too little free space; the message names it.
+        OSError: the folder could not be created or written to, or has too little free space; the message names it.
     """
     import shutil
     import tempfile
 
     folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".write_test."):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"'{existing}' is a file, not a folder")
+        with tempfile.TemporaryFile(dir=existing, prefix=".write_test."):
             pass
     except OSError as err:
         raise OSError(
             f"{what} '{folder}' is not writable ({type(err).__name__}: {err.strerror or err}); "
             "choose another folder on the command line (e.g. --ckpt_dir / --output_dir)"
         ) from err
-    free_mb = shutil.disk_usage(folder).free / 2**20
+    free_mb = shutil.disk_usage(existing).free / 2**20
     if free_mb < min_free_mb:
         raise OSError(
             f"{what} '{folder}' has {free_mb:.0f} MiB free, the run needs at least {min_free_mb:.0f} MiB "

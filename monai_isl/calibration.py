@@ -190,6 +190,12 @@ def calibrate_transfer(
                 labels.append(np.asarray(d["label"]).reshape(outputs[-1].shape))
     unet.train(was_training)
     fit = fit_transfer_activation(outputs, labels, fit_slope=fit_slope)
+    if fit.foreground_fraction < 0.005:
+        logger.warning(
+            "the training labels mark only %.2f %% of the pixels as objects: the transfer activation is fitted to "
+            "very few pixels; annotate an image that shows objects",
+            100 * fit.foreground_fraction,
+        )
     act = _activation(network)
     act.shift.fill_(fit.shift)
     act.slope.fill_(fit.slope)

@@ -3,9 +3,21 @@
 Commands:
     synth   write a synthetic dataset (label-free + fluorescence + instance labels + datalists)
     demo    the main job: synthetic data -> train dapi_isl briefly on CPU -> evaluate -> print the PCC
-    prepare data preparation (``prepare isl_example``: the public ISL sample as a dataset folder)
+    prepare data preparation (``prepare isl_example``: the public ISL sample as a dataset folder;
+            ``prepare nuclei``: nucleus labels from a DAPI image; ``prepare usiigaci``)
     sweep   the paper's experiment: N-sweep of segmentation training, ISL vs baseline, tables and figures
     export-bundle  a bundle as a self-contained model-zoo zip (its code inside, no monai_isl needed to run it)
+
+Flags may be spelt with ``_`` or ``-`` (``--n_images 4`` = ``--n-images 4``).
+
+Training, evaluating and predicting with a bundle (dapi_isl, cellmask_isl, nucleus_seg, cell_instance_seg) are
+not commands of this tool: they run with MONAI's bundle runner, from the repository root (the config paths are
+relative to it), e.g.::
+
+    python -m monai.bundle run --config_file bundles/dapi_isl/configs/train.yaml --dataset_dir DATA
+    python -m monai.bundle run --config_file bundles/dapi_isl/configs/inference.yaml --dataset_dir DATA
+
+See README.md, "Run a bundle on your own images", and each bundle's docs/README.md.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +44,8 @@ def synth(out: str = "outputs/synthetic", n_images: int = 12, size: int = 256, s
 
     Args:
         out: output folder (created); it receives ``fields/`` and one datalist JSON per bundle.
-        n_images: number of fields (>= 3: training, validation and test each get at least one).
+        n_images: number of fields, at least 3 so that training, validation and test each get one (the flag
+            may also be spelt ``--n-images``).
         size: height and width of each field in pixels.
         seed: random seed; the same seed writes the same files.
     """
@@ -144,4 +158,7 @@ COMMANDS = {
 def main() -> None:
     """Entry point of ``python -m monai_isl`` and the ``monai-isl`` script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if sys.argv[1:] in ([], ["--help"], ["-h"]):
+        # fire lists the commands of a dict but shows no module docstring: print the overview (bundles!) first
+        print(__doc__.strip() + "\n", flush=True)
     fire.Fire(COMMANDS, name="monai_isl")

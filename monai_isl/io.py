@@ -33,10 +33,57 @@ def _to_channel_first(array: np.ndarray, path: Path) -> np.ndarray:
     if array.ndim == 2:
         return array[None]
     if array.ndim == 3:
-        if array.shape[-1] <= MAX_CHANNELS_LAST < min(array.shape[:2]):
+        if _is_channels_last(array):
             return np.ascontiguousarray(np.moveaxis(array, -1, 0))
         return array
     raise ValueError(f"image '{path}': expected a 2D image or a 2D multi-channel stack, got shape {array.shape}")
+
+
+def _is_channels_last(array: np.ndarray) -> bool:
+    """Whether :func:`_to_channel_first` reads this (squeezed) 3D array as ``(H, W, C)``: colour samples, not pages."""
+    return array.ndim == 3 and array.shape[-1] <= MAX_CHANNELS_LAST < min(array.shape[:2])
+
+
+def describe_planes(path: str | os.PathLike) -> str:
+    """What the planes of a multi-plane file are, in words for an error message: an RGB(A) image (colour samples in
+    the last axis, as a PNG or a colour TIFF stores them) or a stack of pages (a z-stack, time series or channels).
+
+    Reads the file again (only called when a channel count is wrong); an unreadable file is described as such.
+    """
+    path = Path(path)
+    try:
+        array = np.asarray(_read_array(path))
+    except (OSError, ValueError):
+        return "an unreadable file"
+    array = np.squeeze(array) if array.ndim > 3 else array
+    if array.ndim < 3:
+        return "a single-plane image"
+    if _is_channels_last(array):
+        colour = {3: "an RGB image", 4: "an RGBA image", 2: "a grey image with an alpha channel"}
+        return f"{colour.get(array.shape[-1], 'a colour image')} ({array.shape[-1]} colour channels)"
+    return f"a stack of {array.shape[0]} pages (a z-stack? a time series? several channels in one file?)"
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """The file's pixels as the reader library returns them (no axis reordering); errors name the file."""
+    suffix = _suffix(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ValueError(f"image '{path}': unsupported file type '{suffix}', expected one of {SUPPORTED_SUFFIXES}")
+    try:
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            return tifffile.imread(path)
+        if suffix in PNG_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                return np.asarray(img)
+        import nibabel as nib
+
+        return np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as err:  # corrupt, truncated or not an image at all
+        raise ValueError(f"could not read image '{path}': {type(err).__name__}: {err}") from err
 
 
 def read_image(path: str | os.PathLike, check_finite: bool = True) -> np.ndarray:
@@ -53,26 +100,7 @@ def read_image(path: str | os.PathLike, check_finite: bool = True) -> np.ndarray
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
-    suffix = _suffix(path)
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise ValueError(f"image '{path}': unsupported file type '{suffix}', expected one of {SUPPORTED_SUFFIXES}")
-    try:
-        if suffix in TIFF_SUFFIXES:
-            import tifffile
-
-            array = tifffile.imread(path)
-        elif suffix in PNG_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as img:
-                array = np.asarray(img)
-        else:
-            import nibabel as nib
-
-            array = np.asanyarray(nib.load(str(path)).dataobj)
-    except Exception as err:  # corrupt, truncated or not an image at all
-        raise ValueError(f"could not read image '{path}': {type(err).__name__}: {err}") from err
-    array = np.asarray(array)
+    array = np.asarray(_read_array(path))
     if array.size == 0:
         raise ValueError(f"could not read image '{path}': no pixel data (empty, truncated or corrupt file)")
     if not any(array.dtype == d for d in SUPPORTED_DTYPES):

@@ -281,44 +281,38 @@ def _flood(distance: np.ndarray, prob: np.ndarray, mask_threshold: float, h: flo
     start = np.zeros(n_bins + 1, np.int64)
     fy = (0, 1, 1, 1)
     fx = (1, -1, 0, 1)
-    for p in range(n_pix):
-        if not inside[p]:
-            continue
-        y = p // width
-        x = p - y * width
-        for j in range(4):
-            yy = y + fy[j]
-            xx = x + fx[j]
-            if yy < height and 0 <= xx < width:
-                n = yy * width + xx
-                if inside[n] and root[n] != root[p]:
-                    level = min(f[p], f[n])
-                    start[n_bins - 1 - int((level - low) * scale + 0.5)] += 1
     total = 0
-    for k in range(n_bins + 1):
-        count = start[k]
-        start[k] = total
-        total += count
-    edge_a = np.empty(total, np.int32)
-    edge_b = np.empty(total, np.int32)
-    edge_level = np.empty(total, f.dtype)
-    for p in range(n_pix):
-        if not inside[p]:
-            continue
-        y = p // width
-        x = p - y * width
-        for j in range(4):
-            yy = y + fy[j]
-            xx = x + fx[j]
-            if yy < height and 0 <= xx < width:
-                n = yy * width + xx
-                if inside[n] and root[n] != root[p]:
-                    level = min(f[p], f[n])
-                    k = n_bins - 1 - int((level - low) * scale + 0.5)
-                    edge_a[start[k]] = root[p]
-                    edge_b[start[k]] = root[n]
-                    edge_level[start[k]] = level
-                    start[k] += 1
+    edge_a = np.empty(0, np.int32)
+    edge_b = np.empty(0, np.int32)
+    edge_level = np.empty(0, f.dtype)
+    # two passes over the same edges: the first counts them per level bin, the second files them in order
+    for fill in range(2):
+        if fill == 1:
+            for k in range(n_bins + 1):
+                count = start[k]
+                start[k] = total
+                total += count
+            edge_a = np.empty(total, np.int32)
+            edge_b = np.empty(total, np.int32)
+            edge_level = np.empty(total, f.dtype)
+        for p in range(n_pix):
+            if not inside[p]:
+                continue
+            y = p // width
+            x = p - y * width
+            for j in range(4):
+                yy = y + fy[j]
+                xx = x + fx[j]
+                if yy < height and 0 <= xx < width:
+                    n = yy * width + xx
+                    if inside[n] and root[n] != root[p]:
+                        level = min(f[p], f[n])
+                        k = n_bins - 1 - int((level - low) * scale + 0.5)
+                        if fill == 1:
+                            edge_a[start[k]] = root[p]
+                            edge_b[start[k]] = root[n]
+                            edge_level[start[k]] = level
+                        start[k] += 1
     # 3. merge basins down the edges; a basin is marked once its peak is more than h above the edge level
     parent = root  # basin roots are their own parent already; other entries are never read from here on
     for e in range(total):

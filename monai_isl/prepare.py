@@ -61,6 +61,13 @@ def nuclei_from_fluorescence(
     under ``min_size`` pixels removed -> distance transform -> one marker per local maximum at least
     ``min_distance`` apart -> watershed of the negative distance inside the foreground -> size filter again.
 
+    Args:
+        image: the nuclear stain, 2D (or with single-sized extra axes).
+        sigma: width (pixels) of the Gaussian smoothing before thresholding; 0 to smooth nothing.
+        threshold: foreground level in the smoothed image's intensity units; default Otsu's threshold.
+        min_size: smallest nucleus kept, in pixels.
+        min_distance: smallest distance in pixels between two nucleus centres (markers of the watershed).
+
     Returns:
         uint16 (uint32 past 65535 nuclei) instance labels, 0 = background.
     """
@@ -98,7 +105,11 @@ def nuclei(
     Args:
         src: DAPI/Hoechst image (TIFF, PNG or NIfTI; a multi-channel file is max-projected).
         out: output ``.tif``.
-        sigma, threshold, min_size, min_distance: see :func:`nuclei_from_fluorescence`.
+        sigma: width (pixels) of the Gaussian smoothing before thresholding; 0 to smooth nothing.
+        threshold: foreground level in the smoothed image's intensity units; default Otsu's threshold.
+        min_size: smallest nucleus kept, in pixels (smaller objects are noise and are removed).
+        min_distance: smallest distance in pixels between two nucleus centres; a larger value splits touching
+            nuclei less often, a smaller one may cut a large nucleus in two.
     """
     image = read_image(src).max(axis=0)
     labels = nuclei_from_fluorescence(image, sigma, threshold, min_size, min_distance)

@@ -89,7 +89,8 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "load_fields#*",
         "validate#key_metric#*",
         "validate#handlers#2#metric*",  # MetricsSaver: test_pcc / test_iou / test_map
-        "validate#handlers#3#*",  # cell_instance_seg: the per-threshold AP tables
+        "validate#handlers#3#*",  # cell_instance_seg: the per-threshold AP tables; nucleus_seg: the sanity warnings
+        "validate#handlers#4#*",  # cell_instance_seg: the sanity warnings (segmentation bundles only)
         "checked_settings#*",
         "postprocessing#transforms#0#fallback_h",  # cell_instance_seg: h auto reads model.pt only
     ),
@@ -107,6 +108,7 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "post_transforms#transforms#*",
         "checked_settings#*",
         "h_sigma",
+        "handlers#3#*",  # segmentation bundles: the sanity warnings (empty or giant predictions)
     ),
     "multi_gpu_train.yaml": (),
 }

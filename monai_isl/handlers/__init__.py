@@ -6,5 +6,6 @@ from .naming import image_names  # noqa: F401
 from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss  # noqa: F401
 from .regression import PearsonCorrelation  # noqa: F401
 from .report import InstanceReport  # noqa: F401
+from .sanity import SegmentationSanity  # noqa: F401
 from .segmentation import IoU, MeanAveragePrecision  # noqa: F401
 from .skipped import SkippedFieldsReport  # noqa: F401

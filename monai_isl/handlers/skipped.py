@@ -21,14 +21,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 from ..data import SKIPPED_KEY
+from .run import RunHandler
 
 logger = logging.getLogger(__name__)
 
 
-class SkippedFieldsReport:
+class SkippedFieldsReport(RunHandler):
     """Iterable over the readable batches of ``data_loader``, and an Ignite handler reporting the skipped items.
 
     Args:
@@ -77,11 +78,6 @@ class SkippedFieldsReport:
         logger.warning(f"skipped '{item.get('name')}' ({', '.join(item.get('files', []))}): {item.get('reason')}")
         if self._bar is not None:
             self._bar.update(1)
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self.started)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
-        engine.add_event_handler(Events.COMPLETED, self.completed)
 
     def started(self, engine: Engine | None = None) -> None:
         self.skipped, self.done = [], 0

@@ -130,8 +130,8 @@ def schedule(
     n_epochs = int(epochs) if epochs else presets.epochs(steps, n_images, batch)
     lr = presets.learning_rate(name, bundle, init)
     head_lr = presets.head_learning_rate(name) if bundle == "cell_instance_seg" else None
-    # quick: small cached fields, where starting DataLoader workers every epoch costs more than the crops
-    workers = 0 if name == "quick" else None
+    # CPU presets: small cached fields, where DataLoader worker processes cost more than the crops they cut
+    workers = 0 if name in ("quick", "cpu") else None
     return Schedule(
         presets.roi(name)[0],
         presets.num_samples(name),
@@ -226,8 +226,23 @@ def _check_imagenet(weights: str | None) -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """The optional settings of a sweep (see :func:`monai_isl.sweep.sweep`, which documents each one)."""
+
+    quick: bool = False
+    preset: str | None = None
+    isl_checkpoint: str | None = None
+    isl_datalist: str | None = None
+    epochs: int | None = None
+    isl_epochs: int | None = None
+    imagenet_weights: str | None = None
+    example: int = 0
+    extra: dict[str, Any] | None = None
+
+
 class SweepPlan:
-    """The checked arguments, datalists and runs of an N-sweep; see :func:`monai_isl.sweep.sweep` for arguments."""
+    """The checked arguments, datalists and runs of an N-sweep; ``options``: the fields of :class:`SweepOptions`."""
 
     def __init__(
         self,
@@ -237,16 +252,16 @@ class SweepPlan:
         sizes: Sequence[int],
         inits: Sequence[str],
         seeds: Sequence[int],
-        quick: bool = False,
-        preset: str | None = None,
-        isl_checkpoint: str | None = None,
-        isl_datalist: str | None = None,
-        epochs: int | None = None,
-        isl_epochs: int | None = None,
-        imagenet_weights: str | None = None,
-        example: int = 0,
-        extra: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
+        unknown = sorted(set(options) - set(SweepOptions.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"unknown sweep option(s) {unknown}; expected some of {sorted(SweepOptions.__dataclass_fields__)}"
+            )
+        o = SweepOptions(**options)
+        quick, epochs, isl_epochs, example, extra = o.quick, o.epochs, o.isl_epochs, o.example, o.extra
+        isl_checkpoint, imagenet_weights = o.isl_checkpoint, o.imagenet_weights
         if task not in TASKS:
             raise ValueError(f"--task: expected one of {sorted(TASKS)}, got {task!r}")
         for init in inits:
@@ -256,14 +271,14 @@ class SweepPlan:
         self.dataset, self.out = Path(dataset).resolve(), Path(out).resolve()
         self.sizes, self.inits, self.seeds = sorted(set(sizes)), list(dict.fromkeys(inits)), list(dict.fromkeys(seeds))
         self.quick, self.epochs, self.isl_epochs, self.example = quick, epochs, isl_epochs, int(example)
-        self.preset = preset_name(preset, quick)
+        self.preset = preset_name(o.preset, quick)
         self.isl_checkpoint = str(Path(isl_checkpoint).resolve()) if isl_checkpoint else None
         if self.isl_checkpoint and not Path(self.isl_checkpoint).is_file():
             raise FileNotFoundError(f"--isl_checkpoint '{self.isl_checkpoint}' does not exist")
         self.imagenet_weights = _check_imagenet(imagenet_weights) if "imagenet" in self.inits else imagenet_weights
         self.extra = dict(extra or {})
         self.train_pretext = "isl" in self.inits and not self.isl_checkpoint
-        self.isl_data = self._pretext_datalist(isl_datalist)
+        self.isl_data = self._pretext_datalist(o.isl_datalist)
         self.data = read_datalist(find_datalist(self.dataset, self.spec.bundle), required=("training", "test"))
         if not 0 <= self.example < len(self.data.test):
             raise ValueError(f"--example {example}: expected a test image index in 0..{len(self.data.test) - 1}")

@@ -87,19 +87,20 @@ def sweep(
 
     Args:
         task: ``nucleus`` (pretext dapi_isl -> nucleus_seg, IoU) or ``cell`` (cellmask_isl -> cell_instance_seg, mAP).
-        dataset: folder with the segmentation datalist (``nucleus_seg.json`` / ``cell_instance_seg.json`` or
-            ``datalist.json``): ``training`` is the pool the N images are drawn from, ``test`` is the fixed test
-            set, ``validation`` (optional) selects the best epoch; without it the final model is evaluated.
+        dataset: folder with the segmentation datalist, ``nucleus_seg.json`` / ``cell_instance_seg.json`` or
+            ``datalist.json``. Its ``training`` section is the pool the N images are drawn from, ``test`` the
+            fixed test set, and ``validation`` (optional) selects the best epoch; without it the final model is
+            evaluated.
         sizes: training-set sizes N, comma-separated (each <= the pool size).
         inits: any of ``isl``, ``imagenet``, ``none`` (random init); ``imagenet`` needs local weights.
         seeds: seeds; each seed draws its own nested subsets and seeds the training.
         out: output folder: ``splits/``, ``pretext/``, ``runs/<run>/`` (models, logs, eval, commands.txt),
             ``results.csv``, ``summary.md``, ``figures/``. Run the same command again to resume.
         quick: the smoke-test preset (128x128 crops, 40 steps per run): checks the sweep runs, shows nothing.
-        preset: the schedules (monai_isl/presets.py, in optimiser steps as the paper's Supplementary Tables
-            count them): ``paper`` (the tables: 512x512 crops, batch 10, 20,000 steps for ISL nuclei ...), ``cpu``
-            (256x256 crops, 400 steps per segmentation run: ~15 min at N = 1 on 2 cores), ``auto`` (paper on a
-            GPU, cpu otherwise).
+        preset: the schedules, in optimiser steps as the paper's Supplementary Tables count them (see
+            monai_isl/presets.py). ``paper`` is the tables (512x512 crops, batch 10, 20,000 steps for ISL nuclei
+            ...), ``cpu`` uses 256x256 crops and 400 steps per segmentation run (~15 min at N = 1 on 2 cores),
+            ``auto`` is paper on a GPU and cpu otherwise.
         isl_checkpoint: a trained pretext ``model.pt``; without it the pretext bundle is trained on the pool.
         isl_datalist: datalist for the pretext training and the example figure's fluorescence (default:
             ``<dataset>/<pretext bundle>.json``).

@@ -23,7 +23,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from monai.utils import ensure_tuple_rep
 
-from ..io import read_image, write_image
+from ..errors import DataError
+from ..io import describe_planes, read_image, write_image
 
 STATS_SUFFIX = "_percentiles"
 
@@ -109,6 +110,8 @@ class LoadFieldd(MapTransform):
         max_project: keys whose channels are max-projected to one.
         expected_channels: ``{key: n}`` channel counts to enforce after projection.
         require_foreground: keys (annotations) that must hold at least one pixel > 0, as training labels must.
+        require_contrast: keys (ISL targets: stain images) whose every channel must hold more than one value; an
+            all-zero or constant target teaches nothing (and its percentile scaling divides by zero).
     """
 
     def __init__(
@@ -117,10 +120,12 @@ class LoadFieldd(MapTransform):
         max_project: KeysCollection = (),
         expected_channels: Mapping[str, int] | None = None,
         require_foreground: KeysCollection = (),
+        require_contrast: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.max_project = {max_project} if isinstance(max_project, str) else set(max_project)
+        self.require_contrast = {require_contrast} if isinstance(require_contrast, str) else set(require_contrast)
         self.expected_channels = dict(expected_channels or {})
         self.require_foreground = (
             {require_foreground} if isinstance(require_foreground, str) else set(require_foreground)
@@ -143,23 +148,58 @@ class LoadFieldd(MapTransform):
                         "(register or crop them first)"
                     )
                 channels.append(array)
+            planes = [int(c.shape[0]) for c in channels]
             dtype = np.result_type(*[c.dtype for c in channels])
             stacked = np.concatenate([c.astype(dtype, copy=False) for c in channels], axis=0)
             if key in self.max_project:
                 stacked = stacked.max(axis=0, keepdims=True)
             expected = self.expected_channels.get(str(key))
             if expected is not None and stacked.shape[0] != int(expected):
-                raise ValueError(
-                    f"key '{key}': expected {int(expected)} channel(s) for the network, got {stacked.shape[0]} "
-                    f"from {files}"
-                )
+                planes = [] if key in self.max_project else planes  # projected: no per-file count to name
+                raise DataError(_channel_message(str(key), int(expected), int(stacked.shape[0]), files, planes))
+            if key in self.require_contrast:
+                _check_contrast(str(key), stacked, files)
             if key in self.require_foreground and not np.any(stacked):
-                raise ValueError(
+                raise DataError(
                     f"key '{key}': annotation {files} is empty (no pixel > 0); a training image needs at least one "
                     "annotated object: check the file or remove the item"
                 )
             d[key] = stacked
         return d
+
+
+def _channel_message(key: str, expected: int, got: int, files: list[str], planes: list[int]) -> str:
+    """The wrong-channel-count message, naming each multi-plane file and whether it is an RGB image or a stack."""
+    per_file = expected // len(files) if expected % len(files) == 0 else None
+    odd = [(f, n) for f, n in zip(files, planes) if per_file is None or n != per_file]
+    if per_file is None or not odd:
+        return (
+            f"key '{key}': expected {expected} channel(s) for the network, got {got} from {files}; list one file "
+            "per channel, or set --in_channels to match"
+        )
+    described = "; ".join(
+        f"'{f}' holds {n} plane(s) ({describe_planes(f)})" if n > 1 else f"'{f}' holds {n} plane" for f, n in odd
+    )
+    return (
+        f"{described} where {per_file} channel(s) per file was expected: key '{key}': expected {expected} "
+        f"channel(s) for the network, got {got} from {len(files)} file(s). Save each channel as a grey-scale file "
+        "(an RGB export of a grey image: keep one colour channel; a z-stack: max-project it), or set "
+        "--in_channels to match"
+    )
+
+
+def _check_contrast(key: str, stacked: np.ndarray, files: list[str]) -> None:
+    """Raise a :class:`DataError` naming the file(s) when a channel of ``stacked`` is constant (e.g. all zeros)."""
+    for c, channel in enumerate(stacked):
+        low, high = channel.min(), channel.max()
+        if low == high:
+            sources = [files[c]] if len(files) == stacked.shape[0] else files
+            source = ", ".join(f"'{f}'" for f in sources) + (" (projected)" if len(sources) > 1 else "")
+            value = low.item() if hasattr(low, "item") else low
+            raise DataError(
+                f"target {source} is constant (all pixels = {value}): a stain image is expected (key '{key}'); "
+                "check the file (an empty export? a mask instead of a fluorescence image?) or remove the item"
+            )
 
 
 class PercentileStatsd(MapTransform):
