@@ -245,3 +245,17 @@ def collate_skipping(batch: Sequence[Any]) -> Any:
     if skipped:
         collated[SKIPPED_KEY] = skipped
     return collated
+
+
+def curve_items(
+    section: str | None, datalist: str | os.PathLike | None, dataset_dir: str | os.PathLike, task: str
+) -> list[dict[str, Any]]:
+    """The items of the learning curve's ``section`` (none without one), from ``datalist`` or else the one
+    :func:`find_datalist` finds in ``dataset_dir``.
+
+    A function rather than a config expression on ``@datalist``: MONAI resolves every reference of an expression
+    before evaluating it, and a training whose data come from elsewhere (MONAI Label) has no datalist to find.
+    """
+    if not section:
+        return []
+    return load_datalist(datalist or find_datalist(dataset_dir, task), section)

@@ -81,6 +81,7 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "head_learning_rate",
         "run_steps#fit_h",
         "curve_section",
+        "curve_datalist",
         "curve#*",
         "run_steps#curve",
     ),

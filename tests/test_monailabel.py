@@ -26,6 +26,7 @@ from helpers import BUNDLES, REPO
 from monai.bundle import ConfigParser, run
 from PIL import Image
 
+from monai_isl.instance_fit import store_watershed_params
 from monai_isl.io import read_image
 
 ISL_OF = {"nucleus_seg": "dapi_isl", "cell_instance_seg": "cellmask_isl"}
@@ -130,8 +131,9 @@ def _fake_trained_model(root: Path, image: Path) -> None:
             last.bias[0] += 0.5 - out[0].median()
         elif name == "nucleus_seg":  # sigmoid(raw): move the raw median to 0
             last.bias[0] -= torch.logit(out[0].median().clamp(1e-6, 1 - 1e-6))
-        else:  # channel 1 is the cell-mask logit
+        else:  # channel 1 is the cell-mask logit; a trained model also stores its fitted h (h auto)
             last.bias[1] -= out[1].median()
+            store_watershed_params(network, 10.0)
     (root / "models").mkdir(exist_ok=True)
     torch.save(network.state_dict(), root / "models" / "model.pt")
 

@@ -139,4 +139,3 @@ class SegmentationSanity(RunHandler):
             file=sys.stderr,
             flush=True,
         )
-

@@ -403,7 +403,8 @@ class SweepPlan:
                     datalist = self._run_datalist(n, seed)
                     overrides = {**sched.overrides(), **self.extra, "datalist": str(datalist), "seed": seed}
                     overrides["init"] = init
-                    overrides["curve_section"] = "test"  # the learning curve: test metric at every validation
+                    # the learning curve: test metric at every validation
+                    overrides.update(curve_section="test", curve_datalist=str(datalist))
                     if init == "isl":
                         overrides["isl_checkpoint"] = isl_checkpoint
                     if init == "imagenet":

@@ -34,6 +34,8 @@ for r in (0, 240):
             write_image(out / files[-1], im[r : r + 256, c : c + 256])
         write_image(out / name / "nuclei.tif", label[r : r + 256, c : c + 256])
         training.append({"image": files, "label": f"{name}/nuclei.tif", "name": name})
+
+
 def _absolute(it: dict) -> dict:
     return {**it, "image": [str((src / f).resolve()) for f in it["image"]], "label": str((src / it["label"]).resolve())}
 
