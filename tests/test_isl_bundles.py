@@ -183,3 +183,24 @@ def test_bad_switch_is_refused() -> None:
 
     with pytest.raises(ValueError, match="expected true or false"):
         as_bool("maybe")
+
+
+def test_without_validation_the_final_model_is_kept(synth_dir: Path, tmp_path: Path) -> None:
+    """The README calls the validation section optional: without one, model.pt is the final network (and the
+    segmentation bundles and the sweep, which read model.pt, still work)."""
+    doc = json.loads((synth_dir / "dapi_isl.json").read_text())
+    items = {k: load_datalist(synth_dir / "dapi_isl.json", k) for k in ("training", "test")}
+    (tmp_path / "no_validation.json").write_text(json.dumps({**items, "description": doc.get("description", "")}))
+    models = tmp_path / "models"
+    run(
+        config_file=_config("dapi_isl", "train"),
+        datalist=str(tmp_path / "no_validation.json"),
+        ckpt_dir=str(models),
+        output_dir=str(tmp_path / "runs"),
+        max_epochs=1,
+        sw_roi_size=[64, 64],
+        **TINY,
+    )
+    saved = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)["model"]
+    assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k]) for k in saved)

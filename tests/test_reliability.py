@@ -239,7 +239,8 @@ def train_and_record(synth_dir: Path, folder: Path, seed: int, num_workers: int,
 
 def assert_identical_runs(first: tuple[dict, dict], second: tuple[dict, dict]) -> None:
     (scalars_a, weights_a), (scalars_b, weights_b) = first, second
-    assert [step for step, _ in scalars_a["train_loss"]] == list(range(1, 7)) and len(scalars_a["val_pcc"]) == 2
+    # 6 iterations; validation at step 0 and after each of the 2 epochs
+    assert [step for step, _ in scalars_a["train_loss"]] == list(range(1, 7)) and len(scalars_a["val_pcc"]) == 3
     assert scalars_a == scalars_b  # every per-iteration loss and both validation PCCs, exactly
     assert weights_a.keys() == weights_b.keys() and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
@@ -267,7 +268,12 @@ def test_every_train_config_seeds_and_guards() -> None:
         parser.read_config(_config(name, "train"))
         # steps by name (train.yaml's init_steps), as the list resolves them
         initialize = [parser[step[1:]] if step.startswith("@") else step for step in parser["initialize"]]
-        assert initialize[0] == "$monai.utils.set_determinism(seed=@seed)", name
+        # the seed comes first after the checks of the command line and the settings, which write nothing
+        assert initialize[:3] == [
+            "$monai_isl.settings.check_command_line()",
+            "$monai_isl.settings.check(**@checked_settings)",
+            "$monai.utils.set_determinism(seed=@seed)",
+        ], name
         assert any("check_writable(@ckpt_dir" in step for step in initialize), name
         targets = [h.get("_target_") for h in parser["train"]["handlers"] if isinstance(h, dict)]
         assert "monai_isl.handlers.StopOnNonFiniteLoss" in targets, name
@@ -308,8 +314,9 @@ def test_nan_loss_stops_before_the_step_and_any_checkpoint(
     message = _chain(info.value)
     assert "NonFiniteLossError: training loss is nan at epoch 1, iteration 3 (3/3 of the epoch)" in message
     assert "no checkpoint was written for this iteration" in message and "fields: ['field_" in message
-    # iterations 1 and 2 were saved (the first rotated out), iteration 3 and the final checkpoint never were
-    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_iteration=2.pt"]
+    # iterations 1 and 2 were saved (the first rotated out), iteration 3 and the final checkpoint never were;
+    # model.pt is the network validated before the first step
+    assert sorted(p.name for p in models.iterdir()) == ["checkpoint_iteration=2.pt", "model.pt"]
     saved = _load(models / "checkpoint_iteration=2.pt")
     assert saved["trainer"]["iteration"] == 2 and saved["optimizer"]["state"][0]["step"] == 2
     assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())

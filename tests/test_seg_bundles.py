@@ -33,6 +33,27 @@ def _isl_checkpoint(path: Path, in_channels: int) -> Path:
     return path
 
 
+def _train_and_predict(
+    name: str, synth_dir: Path, tmp_path: Path, in_channels: int, infer: dict | None = None, **overrides
+) -> dict:
+    """Train ``name`` on the synthetic fields, then evaluate and predict with its model.pt; the saved state dict."""
+    models = tmp_path / "models"
+    run(
+        config_file=_config(name, "train"),
+        dataset_dir=str(synth_dir),
+        ckpt_dir=str(models),
+        output_dir=str(tmp_path / "runs"),
+        isl_checkpoint=str(_isl_checkpoint(tmp_path / "isl.pt", in_channels)),
+        sw_roi_size=[64, 64],
+        **{**TINY, **overrides},
+    )
+    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
+    # evaluation and inference rebuild the trained architecture (with or without the ISL head) by themselves
+    run(config_file=_config(name, "evaluate"), output_dir=str(tmp_path / "eval"), **common)
+    run(config_file=_config(name, "inference"), output_dir=str(tmp_path / "pred"), **common, **(infer or {}))
+    return torch.load(models / "model.pt", map_location="cpu")
+
+
 def _rows(path: Path) -> list[list[str]]:
     with open(path) as f:
         return list(csv.reader(f))
@@ -40,24 +61,9 @@ def _rows(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("init", ["isl", "none"])
 def test_nucleus_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    run(
-        config_file=_config("nucleus_seg", "train"),
-        dataset_dir=str(synth_dir),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
-        init=init,
-        isl_checkpoint=str(_isl_checkpoint(tmp_path / "dapi.pt", 3)),
-        calibrate=False,  # the paper's fixed sigmoid(x - 0.5); the calibrated start is tested below
-        sw_roi_size=[64, 64],
-        **TINY,
-    )
-    saved = torch.load(models / "model.pt", map_location="cpu")
+    # calibrate false: the paper's fixed sigmoid(x - 0.5); the calibrated start is tested below
+    saved = _train_and_predict("nucleus_seg", synth_dir, tmp_path, 3, init=init, calibrate=False)
     assert float(saved["1.shift"]) == (0.5 if init == "isl" else 0.0)
-
-    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
-    run(config_file=_config("nucleus_seg", "evaluate"), output_dir=str(tmp_path / "eval"), **common)
-    run(config_file=_config("nucleus_seg", "inference"), output_dir=str(tmp_path / "pred"), **common)
     rows = _rows(tmp_path / "eval" / "test_iou_raw.csv")
     items = load_datalist(synth_dir / "nucleus_seg.json", "test")
     assert [r[0] for r in rows[1:]] == [it["name"] for it in items]
@@ -100,27 +106,8 @@ def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_pa
 
 @pytest.mark.parametrize("init", ["isl", "none"])
 def test_cell_instance_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    run(
-        config_file=_config("cell_instance_seg", "train"),
-        dataset_dir=str(synth_dir),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
-        init=init,
-        isl_checkpoint=str(_isl_checkpoint(tmp_path / "cellmask.pt", 1)),
-        sw_roi_size=[64, 64],
-        **TINY,
-    )
-    assert (models / "model.pt").is_file()
-    common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
-    # evaluation and inference rebuild the trained architecture (with or without the ISL head) by themselves
-    run(config_file=_config("cell_instance_seg", "evaluate"), output_dir=str(tmp_path / "eval"), **common)
-    run(
-        config_file=_config("cell_instance_seg", "inference"),
-        output_dir=str(tmp_path / "pred"),
-        write_overlay=True,
-        **common,
-    )
+    saved = _train_and_predict("cell_instance_seg", synth_dir, tmp_path, 1, {"write_overlay": True}, init=init)
+    assert float(saved["2.watershed_h"]) >= 0  # h auto: fitted after training and stored in model.pt
     items = load_datalist(synth_dir / "cell_instance_seg.json", "test")
     table = _rows(tmp_path / "eval" / "test_ap_table.csv")
     assert table[0][0] == "filename" and table[0][-1] == "mAP" and len(table[0]) == 12
