@@ -1,12 +1,12 @@
 """Learning curves of nucleus segmentation from one annotated tile: ISL start vs random start, per learning rate.
 
-Measures what issue 11 asks to choose the nucleus_seg defaults by: for each *variant* (init, transfer activation
-fixed or calibrated, learning rate) and seed, fine-tune on N annotated tiles cut at random (seeded) from the
-training field(s) of a ``nucleus_seg`` datalist, and score the IoU of the whole test field(s) at a list of training
-steps, step 0 (the untrained start) included. The pieces are the bundle's own: ``nucleus_network``,
+Measures what the nucleus_seg defaults (learning rate, transfer activation) are chosen by: for each *variant* (init,
+transfer activation fixed or calibrated, learning rate) and seed, fine-tune on N annotated tiles cut at random
+(seeded) from the training field(s) of a ``nucleus_seg`` datalist, and score the IoU of the whole test field(s) at a
+list of training steps, step 0 (the untrained start) included. The pieces are the bundle's own: ``nucleus_network``,
 ``SoftJaccardLoss``, ``calibrate_transfer``, the percentile scaling of ``PercentileStatsd``/``ApplyPercentilesd``,
-random crops with flips/rotations. One row per (variant, seed, step) is appended to ``--out`` (CSV) as it comes,
-so a killed run resumes where it stopped (finished variant/seed pairs are skipped).
+random crops with flips/rotations. One row per (variant, seed, step) is appended to ``--out`` (CSV) as it comes, so
+a killed run resumes where it stopped (finished variant/seed pairs are skipped).
 
     python benchmarks/bench_nucleus_transfer.py --datalist outputs/isl_condition_b/nucleus_seg.json \
         --isl_checkpoint outputs/exp/pretext_dapi/models/model.pt --out docs/results/real_nucleus_curves/curves.csv
@@ -37,7 +37,7 @@ from monai_isl.transforms.field import channel_percentiles, scale_by_percentiles
 #: name -> (init, calibrate, learning rate[, BatchNorm frozen (running statistics while training)[, fit the slope
 #: (else 1)[, linear learning-rate warm-up steps]]])
 VARIANTS: dict[str, tuple] = {
-    "isl_fixed_lr1e-3": ("isl", False, 1e-3),  # the bundle's defaults before issue 11 (paper activation, lr 1e-3)
+    "isl_fixed_lr1e-3": ("isl", False, 1e-3),  # the bundle's former defaults (paper activation, lr 1e-3)
     "isl_cal_lr1e-2": ("isl", True, 1e-2),  # the paper's learning rate
     "isl_cal_lr1e-3": ("isl", True, 1e-3),
     "isl_cal_lr1e-4": ("isl", True, 1e-4),

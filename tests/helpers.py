@@ -26,3 +26,25 @@ TINY_ONE_CROP = {**TINY, "num_samples": 1}
 def as_cli(settings: dict) -> dict[str, str]:
     """``settings`` as ``monai.bundle run`` command-line values: ``{"roi_size": "[64,64]", "num_samples": "2"}``."""
     return {key: json.dumps(value, separators=(",", ":")) for key, value in settings.items()}
+
+
+def config_files(name: str, workflow: str) -> list[str]:
+    """The config files of ``workflow`` of bundle ``name`` (evaluate: train.yaml + the evaluate.yaml overlay)."""
+    from monai_isl.bundle import workflow_configs
+
+    return workflow_configs(REPO / "bundles" / name, workflow)
+
+
+def train_tiny(name: str, tmp_path: Path, **overrides) -> Path:
+    """Train bundle ``name`` in this process with the :data:`TINY` settings and 64 x 64 windows; ``overrides`` add
+    to / replace them (``dataset_dir`` or ``datalist`` among them). Returns the folder of the checkpoints."""
+    from monai.bundle import run
+
+    models = tmp_path / "models"
+    run(
+        config_file=config_files(name, "train"),
+        ckpt_dir=str(models),
+        output_dir=str(tmp_path / "runs"),
+        **{**TINY, "sw_roi_size": [64, 64], **overrides},
+    )
+    return models

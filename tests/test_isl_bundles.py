@@ -13,35 +13,23 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import REPO, SCHEMA, TINY
+from helpers import REPO, SCHEMA, TINY, config_files, train_tiny
 from monai.bundle import ConfigParser, run, verify_metadata
 from monai.inferers import SlidingWindowInferer
 from scipy.stats import pearsonr
 
-from monai_isl.bundle import workflow_configs
 from monai_isl.data import load_datalist
 from monai_isl.transforms import ApplyPercentilesd, LoadFieldd, PercentileStatsd
 
 ISL_BUNDLES = {"dapi_isl": 3, "cellmask_isl": 1}
 
 
-def _config(name: str, kind: str) -> list[str]:
-    """The config files of workflow ``kind`` (evaluate: train.yaml + the evaluate.yaml overlay)."""
-    return workflow_configs(REPO / "bundles" / name, kind)
+_config = config_files
 
 
 @pytest.mark.parametrize("name", sorted(ISL_BUNDLES))
 def test_train_evaluate_infer(name: str, synth_dir: Path, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    run(
-        config_file=_config(name, "train"),
-        dataset_dir=str(synth_dir),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
-        max_epochs=2,
-        sw_roi_size=[64, 64],
-        **TINY,
-    )
+    models = train_tiny(name, tmp_path, dataset_dir=str(synth_dir), max_epochs=2)
     assert (models / "model.pt").is_file() and (models / "checkpoint_final.pt").is_file()
     assert any((tmp_path / "runs").glob("events.out.tfevents*"))
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)
@@ -191,16 +179,7 @@ def test_without_validation_the_final_model_is_kept(synth_dir: Path, tmp_path: P
     doc = json.loads((synth_dir / "dapi_isl.json").read_text())
     items = {k: load_datalist(synth_dir / "dapi_isl.json", k) for k in ("training", "test")}
     (tmp_path / "no_validation.json").write_text(json.dumps({**items, "description": doc.get("description", "")}))
-    models = tmp_path / "models"
-    run(
-        config_file=_config("dapi_isl", "train"),
-        datalist=str(tmp_path / "no_validation.json"),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
-        max_epochs=1,
-        sw_roi_size=[64, 64],
-        **TINY,
-    )
+    models = train_tiny("dapi_isl", tmp_path, datalist=str(tmp_path / "no_validation.json"), max_epochs=1)
     saved = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)["model"]
     assert saved.keys() == final.keys() and all(torch.equal(saved[k], final[k]) for k in saved)

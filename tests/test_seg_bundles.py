@@ -9,20 +9,16 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import REPO, SCHEMA
+from helpers import REPO, SCHEMA, config_files, train_tiny
 from helpers import TINY_ONE_EPOCH as TINY
 from monai.bundle import run, verify_metadata
 
-from monai_isl.bundle import workflow_configs
 from monai_isl.data import load_datalist
 from monai_isl.io import read_image
 from monai_isl.metrics import iou_score, mean_average_precision
 from monai_isl.networks import PaddedFlexibleUNet
 
-
-def _config(name: str, kind: str) -> list[str]:
-    """The config files of workflow ``kind`` (evaluate: train.yaml + the evaluate.yaml overlay)."""
-    return workflow_configs(REPO / "bundles" / name, kind)
+_config = config_files
 
 
 def _isl_checkpoint(path: Path, in_channels: int) -> Path:
@@ -37,16 +33,8 @@ def _train_and_predict(
     name: str, synth_dir: Path, tmp_path: Path, in_channels: int, infer: dict | None = None, **overrides
 ) -> dict:
     """Train ``name`` on the synthetic fields, then evaluate and predict with its model.pt; the saved state dict."""
-    models = tmp_path / "models"
-    run(
-        config_file=_config(name, "train"),
-        dataset_dir=str(synth_dir),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
-        isl_checkpoint=str(_isl_checkpoint(tmp_path / "isl.pt", in_channels)),
-        sw_roi_size=[64, 64],
-        **{**TINY, **overrides},
-    )
+    isl = _isl_checkpoint(tmp_path / "isl.pt", in_channels)
+    models = train_tiny(name, tmp_path, dataset_dir=str(synth_dir), isl_checkpoint=str(isl), **{**TINY, **overrides})
     common = {"dataset_dir": str(synth_dir), "checkpoint": str(models / "model.pt"), "sw_roi_size": [64, 64]}
     # evaluation and inference rebuild the trained architecture (with or without the ISL head) by themselves
     run(config_file=_config(name, "evaluate"), output_dir=str(tmp_path / "eval"), **common)
@@ -86,15 +74,14 @@ def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_pa
     and must hold the ISL weights unchanged, with the shift fitted on the training labels instead of 0.5.
     """
     isl = _isl_checkpoint(tmp_path / "dapi.pt", 3)
-    models = tmp_path / "models"
-    run(
-        config_file=_config("nucleus_seg", "train"),
+    models = train_tiny(
+        "nucleus_seg",
+        tmp_path,
         dataset_dir=str(synth_dir),
-        ckpt_dir=str(models),
-        output_dir=str(tmp_path / "runs"),
         init="isl",
         isl_checkpoint=str(isl),
-        **{**TINY, "val_interval": 1000, "sw_roi_size": [64, 64]},
+        **TINY,
+        val_interval=1000,
     )
     saved = torch.load(models / "model.pt", map_location="cpu")
     start = torch.load(isl, map_location="cpu")
