@@ -124,30 +124,6 @@ def fit_transfer_activation(
     return TransferCalibration(shift, slope, iou, paper, float(y.mean()))
 
 
-def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(self, False)
-
-
-def freeze_batchnorm(network: nn.Module, enabled: bool = True) -> int:
-    """Keep every BatchNorm layer of ``network`` in eval mode (running statistics) while the rest trains.
-
-    Fine-tuning from one annotated image gives batches of crops of that one image: their statistics are not those
-    the pretrained network normalised with, so in training mode the calibrated prior is not what the optimiser sees
-    (and what it learns does not hold in eval mode). Frozen, the network computes during training what it computes
-    at inference; the affine weights still train. Returns the number of layers frozen.
-    """
-    from .bundle import as_bool
-
-    if not as_bool(enabled):
-        return 0
-    layers = [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.train = _eval_only.__get__(m)  # Module.train(mode) of the parents calls this: stays in eval mode
-        m.eval()
-    logger.info("BatchNorm frozen in %d layers (running statistics used while training)", len(layers))
-    return len(layers)
-
-
 def _activation(network: nn.Module) -> nn.Module:
     """The network's :class:`ShiftedSigmoid` (its last module with ``shift`` and ``slope`` buffers)."""
     found = [m for m in network.modules() if hasattr(m, "shift") and hasattr(m, "slope")]

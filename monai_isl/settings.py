@@ -61,6 +61,16 @@ def positive_float(name: str, value: Any) -> None:
         raise SettingError(f"setting '{name}': expected a number > 0, got {value!r}")
 
 
+def non_negative(name: str, value: Any) -> None:
+    if _number(name, value) < 0:
+        raise SettingError(f"setting '{name}': expected a number >= 0, got {value!r}")
+
+
+def unit_interval(name: str, value: Any) -> None:
+    if not 0.0 <= _number(name, value) <= 1.0:
+        raise SettingError(f"setting '{name}': expected a number in [0, 1], got {value!r}")
+
+
 def fraction(name: str, value: Any) -> None:
     if not 0.0 <= _number(name, value) < 1.0:
         raise SettingError(f"setting '{name}': expected a number in [0, 1), got {value!r}")
@@ -139,17 +149,17 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "num_workers": non_negative_int,
     "save_every_n_iterations": non_negative_int,
     "seed": non_negative_int,
-    "min_free_mb": lambda n, v: None if _number(n, v) >= 0 else positive_float(n, v),
-    "cache_ram_gb": lambda n, v: None if _number(n, v) >= 0 else positive_float(n, v),
-    "cache_rate": lambda n, v: None if 0 <= _number(n, v) <= 1 else fraction(n, 2),
+    "min_free_mb": non_negative,
+    "cache_ram_gb": non_negative,
+    "cache_rate": unit_interval,
     "sw_overlap": fraction,
     "roi_size": size_2d,
     "sw_roi_size": size_2d,
     "input_percentiles": percentiles,
     "target_percentiles": percentiles,
     "h": h_value,
-    "threshold": lambda n, v: None if 0 <= _number(n, v) <= 1 else fraction(n, 2),
-    "mask_threshold": lambda n, v: None if 0 <= _number(n, v) <= 1 else fraction(n, 2),
+    "threshold": unit_interval,
+    "mask_threshold": unit_interval,
     "init": choice("isl", "imagenet", "none"),
     "cache": choice("auto", "ram", "disk", "none"),
     "preset": _preset,
