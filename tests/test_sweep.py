@@ -292,8 +292,12 @@ def test_sweep_end_to_end_and_resume(synth_dir: Path, tmp_path: Path) -> None:
     # score of a run whose final model is evaluated equals its evaluation (same model, same images)
     curves = _csv(out / "curves.csv")
     for rid in runs:
-        steps = [int(r["step"]) for r in curves if r["run"] == rid]
+        steps = [int(r["step"]) for r in curves if r["run"] == rid and r["metric"] != "train_loss"]
         assert steps[0] == 0 and len(steps) >= 2 and steps == sorted(steps), (rid, steps)
+        # the mean training loss at every scored step after the start: what the convergence table reads
+        losses = {int(r["step"]): float(r["value"]) for r in curves if r["run"] == rid and r["metric"] == "train_loss"}
+        assert sorted(losses) == steps[1:] and all(0 < v < float("inf") for v in losses.values()), (rid, losses)
+    assert "Convergence" in text and "| 1 | isl |" in text and "| 2 | none |" in text
     for name in ("nucleus_box_N1.png", "nucleus_vs_N.png", "nucleus_example.png", "nucleus_learning_curves.png"):
         png = out / "figures" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -135,31 +135,46 @@ def example_panel(
 
 
 def curve_figure(out: Path, curves: list[dict[str, Any]], metric: str, task: str) -> list[str]:
-    """The test metric against training steps, one panel per N, mean +- std over seeds per init.
+    """The test metric (top row) and the mean training loss (bottom row, where recorded) against training steps,
+    one column per N, mean +- std over seeds per init.
 
-    The head start of an ISL initialisation is visible here even where the end points of both inits meet.
+    The head start of an ISL initialisation is visible here even where the end points of both inits meet, and both
+    rows flattening before the last step shows that the schedule has converged.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..handlers.curve import TRAIN_LOSS
+
     if not curves:
         return []
     sizes = sorted({r["n_images"] for r in curves})
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.6), squeeze=False)
-    for ax, n in zip(axes[0], sizes):
-        for init in [i for i in COLORS if any(r["init"] == i and r["n_images"] == n for r in curves)]:
-            rows = [r for r in curves if r["init"] == init and r["n_images"] == n]
-            steps = sorted({r["step"] for r in rows})
-            values = [[r["value"] for r in rows if r["step"] == s] for s in steps]
-            mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
-            ax.plot(steps, mean, "o-", color=COLORS[init], label=init, ms=3)
-            ax.fill_between(steps, mean - std, mean + std, color=COLORS[init], alpha=0.2)
-        ax.set_xlabel("training steps")
-        ax.set_ylabel(f"test {metric}")
-        ax.set_title(f"{task}: N={n}")
-        ax.legend()
+    panels = [(False, f"test {metric}")] + (
+        [(True, "training loss")] if any(r["metric"] == TRAIN_LOSS for r in curves) else []
+    )
+    fig, axes = plt.subplots(len(panels), len(sizes), figsize=(4 * len(sizes), 3.4 * len(panels)), squeeze=False)
+    for row, (is_loss, label) in enumerate(panels):
+        for ax, n in zip(axes[row], sizes):
+            for init in [i for i in COLORS if any(r["init"] == i and r["n_images"] == n for r in curves)]:
+                rows = [
+                    r for r in curves
+                    if r["init"] == init and r["n_images"] == n and (r["metric"] == TRAIN_LOSS) == is_loss
+                ]  # fmt: skip
+                steps = sorted({r["step"] for r in rows})
+                if not steps:
+                    continue
+                values = [[r["value"] for r in rows if r["step"] == s] for s in steps]
+                mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+                ax.plot(steps, mean, "o-", color=COLORS[init], label=init, ms=3)
+                ax.fill_between(steps, mean - std, mean + std, color=COLORS[init], alpha=0.2)
+            if is_loss:
+                ax.set_yscale("log")
+            ax.set_xlabel("training steps")
+            ax.set_ylabel(label)
+            ax.set_title(f"{task}: N={n}")
+            ax.legend()
     fig.tight_layout()
     path = out / "figures" / f"{task}_learning_curves.png"
     path.parent.mkdir(parents=True, exist_ok=True)

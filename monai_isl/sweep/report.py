@@ -112,8 +112,52 @@ def relative_improvement(isl: float, baseline: float) -> float:
     return float("nan") if baseline == 0 else 100.0 * (isl - baseline) / baseline
 
 
-def write_summary(path: Path, rows: list[dict[str, Any]], metric: str, description: str) -> dict[str, Any]:
-    """summary.md: mean +- std per N and init, and the relative improvement of ISL over each baseline per N."""
+def convergence_lines(curves: list[dict[str, Any]], metric: str) -> list[str]:
+    """Markdown table from the learning curves: per N and init (mean over seeds), the test metric at step 0, at the
+    scored step nearest 3/4 of the run and at its last step, and the change of the mean training loss over that last
+    quarter. A schedule has converged where both changes are small."""
+    from ..handlers.curve import TRAIN_LOSS
+
+    def mean_at(rows: list[dict[str, Any]], step: int) -> float:
+        return float(np.mean([r["value"] for r in rows if r["step"] == step]))
+
+    lines = [
+        "",
+        f"Convergence (learning curves, mean over seeds; test {metric} and training loss at 3/4 and at the end):",
+        "",
+        f"| N | init | steps | test {metric} at 0 | at 3/4 | at end | loss change over the last quarter |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["n_images"], r["init"]) for r in curves})
+    for n, init in keys:
+        scores = [r for r in curves if (r["n_images"], r["init"]) == (n, init) and r["metric"] != TRAIN_LOSS]
+        losses = [r for r in curves if (r["n_images"], r["init"]) == (n, init) and r["metric"] == TRAIN_LOSS]
+        steps = sorted({r["step"] for r in scores})
+        if not steps:
+            continue
+        last = steps[-1]
+        quarter = min(steps, key=lambda s: abs(s - 0.75 * last))
+        loss_change = "-"
+        loss_steps = {r["step"] for r in losses}
+        if quarter in loss_steps and last in loss_steps and quarter != last:
+            loss_change = f"{100 * (mean_at(losses, last) / mean_at(losses, quarter) - 1):+.0f}%"
+        start = f"{mean_at(scores, 0):.3f}" if steps[0] == 0 else "-"
+        lines.append(
+            f"| {n} | {init} | {last} | {start} | {mean_at(scores, quarter):.3f} | {mean_at(scores, last):.3f} | "
+            f"{loss_change} |"
+        )
+    return lines
+
+
+def write_summary(
+    path: Path,
+    rows: list[dict[str, Any]],
+    metric: str,
+    description: str,
+    curves: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """summary.md: mean +- std per N and init, the relative improvement of ISL over each baseline per N, and (with
+    ``curves``) how far each schedule had converged."""
     table = aggregate(rows)
     sizes = sorted({n for n, _ in table})
     inits = inits_in(table)
@@ -141,7 +185,9 @@ def write_summary(path: Path, rows: list[dict[str, Any]], metric: str, descripti
                     improvements[base][n] = value
                     parts.append(f"{value:+.1f}% at N={n}")
             lines.append(f"- ISL vs {base}: " + ", ".join(parts))
-    lines += ["", "Per-image values: `results.csv`. Figures: `figures/`.", ""]
+    if curves:
+        lines += convergence_lines(curves, metric)
+    lines += ["", "Per-image values: `results.csv`. Learning curves: `curves.csv`. Figures: `figures/`.", ""]
     path.write_text("\n".join(lines))
     return {"table": {f"N{n}_{i}": v for (n, i), v in table.items()}, "improvement": improvements}
 

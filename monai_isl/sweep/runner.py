@@ -50,10 +50,10 @@ class Sweep(SweepPlan):
         """results.csv, summary.md and figures/ from the finished runs."""
         results = collect_results(runs)
         write_results_csv(self.out / "results.csv", results)
-        summary = write_summary(self.out / "summary.md", results, self.spec.label, self.describe(self.command))
+        curves = collect_curves(runs)
+        summary = write_summary(self.out / "summary.md", results, self.spec.label, self.describe(self.command), curves)
         pretext_test = self.isl_data.test if self.isl_data else None
         figures = make_figures(self.out, results, runs, self.spec.label, self.task, pretext_test)
-        curves = collect_curves(runs)
         if curves:
             write_curves_csv(self.out / "curves.csv", curves)
             figures += curve_figure(self.out, curves, self.spec.label, self.task)
