@@ -55,6 +55,11 @@ def test_schedule_follows_the_presets() -> None:
     # training crops and the sliding window (the same for validation and for test evaluation) are separate keys
     assert q.overrides()["roi_size"] == [128, 128] and q.overrides()["sw_roi_size"] == [256, 256]
     assert sw.schedule(10, quick=True, epochs=7).max_epochs == 7
+    # --steps replaces the budget, still in steps: cpu batches hold 1 image, so N = 10 trains 10 steps per epoch
+    assert sw.schedule(10, preset="cpu", steps=200).max_epochs == 20
+    assert sw.schedule(1, preset="cpu", steps=200).max_epochs == 200
+    with pytest.raises(ValueError, match="not both"):
+        sw.schedule(1, preset="cpu", epochs=3, steps=200)
     assert 1 <= q.val_interval <= q.max_epochs
 
 
@@ -107,6 +112,10 @@ def test_bad_sweep_arguments_are_named(synth_dir: Path, tmp_path: Path, monkeypa
     (no_pretext / "dapi_isl.json").unlink()
     with pytest.raises(FileNotFoundError, match="dapi_isl.json.*--isl_datalist"):
         sw.Sweep(sizes=[1], **{**kwargs, "dataset": str(no_pretext)})
+    with pytest.raises(ValueError, match="--epochs 3 and --steps 200: give one of them"):
+        sw.Sweep(sizes=[1], epochs=3, steps=200, **kwargs)
+    with pytest.raises(ValueError, match=r"--isl_steps: expected a whole number >= 1, got 0"):
+        sw.Sweep(sizes=[1], isl_steps=0, **kwargs)
     with pytest.raises(ValueError, match="--sizes"):
         sw.sweep(dataset=str(synth_dir), sizes="1,x", out=str(tmp_path / "p"))
 

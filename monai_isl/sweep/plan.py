@@ -118,15 +118,20 @@ def schedule(
     preset: str | None = None,
     bundle: str = "nucleus_seg",
     init: str = "*",
+    steps: int | None = None,
 ) -> Schedule:
     """Training schedule of ``bundle`` from ``init`` on N images, from the preset (:mod:`monai_isl.presets`).
 
     The budget is in optimiser steps, as the paper counts it, so N = 1 trains for more epochs than N = 500.
-    ``epochs`` fixes the number of epochs instead. Validation (and the learning curve) about ten times per run.
+    ``steps`` replaces the preset's budget (still in steps, so every N trains as long); ``epochs`` fixes the number
+    of epochs instead (N = 10 then trains 10x longer than N = 1). Validation (and the learning curve) about ten
+    times per run.
     """
+    if epochs and steps:
+        raise ValueError(f"give a fixed number of epochs ({epochs}) or of steps ({steps}), not both")
     name = preset_name(preset, quick)
     batch = presets.batch_size(name, n_images)
-    steps = presets.training_steps(name, bundle, init, n_images)
+    steps = int(steps) if steps else presets.training_steps(name, bundle, init, n_images)
     n_epochs = int(epochs) if epochs else presets.epochs(steps, n_images, batch)
     lr = presets.learning_rate(name, bundle, init)
     head_lr = presets.head_learning_rate(name) if bundle == "cell_instance_seg" else None
@@ -236,6 +241,8 @@ class SweepOptions:
     isl_datalist: str | None = None
     epochs: int | None = None
     isl_epochs: int | None = None
+    steps: int | None = None
+    isl_steps: int | None = None
     imagenet_weights: str | None = None
     example: int = 0
     extra: dict[str, Any] | None = None
@@ -271,6 +278,13 @@ class SweepPlan:
         self.dataset, self.out = Path(dataset).resolve(), Path(out).resolve()
         self.sizes, self.inits, self.seeds = sorted(set(sizes)), list(dict.fromkeys(inits)), list(dict.fromkeys(seeds))
         self.quick, self.epochs, self.isl_epochs, self.example = quick, epochs, isl_epochs, int(example)
+        self.steps, self.isl_steps = o.steps, o.isl_steps
+        for flag, n_epochs, n_steps in (("", epochs, o.steps), ("isl_", isl_epochs, o.isl_steps)):
+            for name, value in ((f"--{flag}epochs", n_epochs), (f"--{flag}steps", n_steps)):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError(f"{name}: expected a whole number >= 1, got {value!r}")
+            if n_epochs and n_steps:
+                raise ValueError(f"--{flag}epochs {n_epochs} and --{flag}steps {n_steps}: give one of them")
         self.preset = preset_name(o.preset, quick)
         self.isl_checkpoint = str(Path(isl_checkpoint).resolve()) if isl_checkpoint else None
         if self.isl_checkpoint and not Path(self.isl_checkpoint).is_file():
@@ -328,6 +342,8 @@ class SweepPlan:
             "epochs": self.epochs,
             "preset": self.preset,
         }
+        if self.steps:  # only when given: sweeps from before --steps stay resumable
+            settings["steps"] = self.steps
         saved = self.out / "sweep.json"
         if saved.is_file():
             previous = json.loads(saved.read_text())
@@ -365,7 +381,14 @@ class SweepPlan:
 
     def _pretext_run(self) -> dict[str, Any]:
         assert self.isl_data is not None
-        sched = schedule(len(self.isl_data.training), self.quick, self.isl_epochs, self.preset, self.spec.pretext)
+        sched = schedule(
+            len(self.isl_data.training),
+            self.quick,
+            self.isl_epochs,
+            self.preset,
+            self.spec.pretext,
+            steps=self.isl_steps,
+        )
         folder = self.out / "pretext"
         folder.mkdir(parents=True, exist_ok=True)
         datalist = folder / "datalist.json"
@@ -391,13 +414,17 @@ class SweepPlan:
             "schedule": asdict(sched),
         }
 
+    def schedule(self, n: int, init: str) -> Schedule:
+        """The segmentation schedule at N = ``n`` from ``init``."""
+        return schedule(n, self.quick, self.epochs, self.preset, self.spec.bundle, init, steps=self.steps)
+
     def plan(self) -> list[dict[str, Any]]:
         """Every run: the pretext model first (when needed), then (N, init, seed) in increasing N."""
         runs: list[dict[str, Any]] = [self._pretext_run()] if self.train_pretext else []
         isl_checkpoint = self.isl_checkpoint or str(self.out / "pretext" / "models" / "model.pt")
         for n in self.sizes:
             for init in self.inits:
-                sched = schedule(n, self.quick, self.epochs, self.preset, self.spec.bundle, init)
+                sched = self.schedule(n, init)
                 for seed in self.seeds:
                     rid = run_id(self.task, n, init, seed)
                     datalist = self._run_datalist(n, seed)
@@ -441,9 +468,7 @@ class SweepPlan:
             f"training pool: {len(self.data.training)}; validation: {validation}",
             f"- schedule: preset `{self.preset}` (monai_isl/presets.py); "
             + "; ".join(
-                f"N={n}, {init}: {schedule(n, self.quick, self.epochs, self.preset, self.spec.bundle, init).describe()}"
-                for n in self.sizes
-                for init in self.inits
+                f"N={n}, {init}: {self.schedule(n, init).describe()}" for n in self.sizes for init in self.inits
             ),
         ]
         if "isl" in self.inits:

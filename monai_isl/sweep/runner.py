@@ -79,6 +79,8 @@ def sweep(
     isl_datalist: str | None = None,
     epochs: int | None = None,
     isl_epochs: int | None = None,
+    steps: int | None = None,
+    isl_steps: int | None = None,
     imagenet_weights: str | None = None,
     example: int = 0,
     bundle_args: dict[str, Any] | None = None,
@@ -106,6 +108,9 @@ def sweep(
             ``<dataset>/<pretext bundle>.json``).
         epochs: fixed number of epochs for every segmentation run (default: the schedule's).
         isl_epochs: fixed number of epochs for the pretext model (default: the schedule's for the pool size).
+        steps: optimiser steps for every segmentation run instead of the preset's (each N trains as long; with
+            ``--epochs``, N = 10 trains 10x longer than N = 1).
+        isl_steps: optimiser steps for the pretext model instead of the preset's.
         imagenet_weights: torchvision ``densenet121-a639ec97.pth`` (default: the torch hub cache).
         example: index of the test image shown in the example panel.
         bundle_args: extra overrides for the segmentation training, e.g. ``'{"learning_rate": 0.01}'``.
@@ -126,6 +131,8 @@ def sweep(
         isl_datalist=isl_datalist,
         epochs=epochs,
         isl_epochs=isl_epochs,
+        steps=steps,
+        isl_steps=isl_steps,
         imagenet_weights=imagenet_weights,
         example=example,
         extra=bundle_args,
