@@ -18,6 +18,10 @@ import tifffile
 import torch
 
 from monai_isl.networks import cell_network
+from monai_isl.transforms.field import channel_percentiles, scale_by_percentiles
+
+#: cell_instance_seg's ``input_percentiles`` (bundles/cell_instance_seg/configs/train.yaml)
+INPUT_PERCENTILES = (1.0, 99.8)
 
 
 def main(root: str) -> None:
@@ -26,8 +30,9 @@ def main(root: str) -> None:
     for seed in (0, 1, 2):
         item = json.load(open(f"{root}/splits/N1_seed{seed}.json"))["training"][0]
         img = tifffile.imread(item["image"][0]).astype(np.float32)
-        lo, hi = np.percentile(img, [1, 99.8])  # the bundle's input_percentiles
-        x = torch.from_numpy((img - lo) / (hi - lo))[None, None].float()
+        # the bundle's input scaling (input_percentiles 1, 99.8), with the bundle's own functions
+        stats = channel_percentiles(img.reshape(1, -1), INPUT_PERCENTILES)
+        x = torch.from_numpy(scale_by_percentiles(img[None], stats))[None].float()
         net = cell_network(1, "isl", pretext).eval()
         with torch.no_grad():
             start = net[0](x)
