@@ -28,8 +28,10 @@ h 70.7, mAP 0.915, h=10 0.488; d_train: last training crop, train-mode BN; d_in/
     none_lr1e-3            25.7  16.5   75.2  0.234   0.010    0.009    5.9
     none_gain_lr1e-3       87.4 143.1   18.8  0.635   0.019    0.105    90
 
-Hence the defaults: gain 255 for the baselines (``DEFAULT_DISTANCE_GAIN``), gain 1 + param groups (head 1e-2,
-network 1e-4) for the ISL head, no distance smoothing (sigma never won on the validation field). Usage::
+Hence the baselines' gain of 255 (``DEFAULT_DISTANCE_GAIN``), param groups (head 1e-2, network 1e-4) for the ISL
+head, and no distance smoothing (sigma never won on the validation field). With random-weight "ISL" networks this
+bench does not separate the heads: the ISL head's width 8 and gain 255 (``DEFAULT_HEAD_CHANNELS``) were chosen on
+the synthetic sweeps with real pretext models (``docs/results/synthetic_cell_disjoint``). Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_cell_head.py [--steps 100] [--variants a,b] [--data DIR]
 """

@@ -78,6 +78,7 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "h_sigma",
         "val_h",
         "distance_gain",
+        "head_channels",
         "head_learning_rate",
         "run_steps#fit_h",
         "curve_section",

@@ -70,8 +70,9 @@ def test_nucleus_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
 def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_path: Path) -> None:
     """Validation runs before the first step, so model.pt can be the (calibrated) ISL start itself.
 
-    With validation only at step 0 (val_interval beyond max_epochs), model.pt exists only through that validation
-    and must hold the ISL weights unchanged, with the shift fitted on the training labels instead of 0.5.
+    With validation only at step 0 (val_interval beyond max_epochs, and the validation after the last epoch turned
+    off), model.pt exists only through that validation and must hold the ISL weights unchanged, with the shift fitted
+    on the training labels instead of 0.5.
     """
     isl = _isl_checkpoint(tmp_path / "dapi.pt", 3)
     models = train_tiny(
@@ -82,6 +83,7 @@ def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_pa
         isl_checkpoint=str(isl),
         **TINY,
         val_interval=1000,
+        **{"train#handlers#0#exec_at_end": False},
     )
     saved = torch.load(models / "model.pt", map_location="cpu")
     start = torch.load(isl, map_location="cpu")

@@ -248,6 +248,54 @@ def test_example_figure_uses_the_isl_datalist(synth_dir: Path, tmp_path: Path, m
     assert "other_isl.json" in (tmp_path / "o" / "summary.md").read_text()
 
 
+def test_without_validation_the_final_model_is_model_pt(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dataset without a validation section: the run datalists (segmentation and pretext) get an empty one, not a
+    training field (with one, the step-0 validation made the untrained network model.pt, and an interval beyond the
+    run kept it), the schedule's validation interval stays (checkpoints and learning-curve points), and the worker
+    evaluates model.pt, which the bundle keeps as the final model with its fitted h."""
+    from monai_isl.sweep import worker
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("cell_instance_seg", "cellmask_isl"):
+        doc = json.loads((synth_dir / f"{name}.json").read_text())
+        absolute = {
+            s: [
+                {**i, "image": [str(synth_dir / f) for f in i["image"]], "label": str(synth_dir / i["label"])}
+                for i in doc[s]
+            ]
+            for s in ("training", "test")
+        }
+        (data / f"{name}.json").write_text(json.dumps(absolute))
+    runner = sw.Sweep("cell", str(data), str(tmp_path / "o"), [1], ["isl", "none"], [0], quick=True)
+    runner.write_splits()
+    runs = runner.plan()
+    assert [r["select"] for r in runs] == ["final"] * 3
+    pretext = json.loads((tmp_path / "o" / "pretext" / "datalist.json").read_text())
+    assert pretext["validation"] == [] and len(pretext["training"]) > 0
+    for run in runs:
+        assert run["train"]["val_interval"] == run["schedule"]["val_interval"] <= run["schedule"]["max_epochs"]
+    for run in runs[1:]:
+        doc = json.loads(Path(run["train"]["datalist"]).read_text())
+        assert doc["validation"] == [] and len(doc["training"]) == 1
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(worker, "_run", lambda folder, bundle, workflow, overrides: calls.append((workflow, overrides)))
+    run = runs[1]
+    models = Path(run["dir"]) / "models"
+    models.mkdir(parents=True)
+    for name in ("model.pt", "checkpoint_final.pt"):
+        (models / name).write_bytes(b"")
+    (Path(run["dir"]) / "trained.json").write_text(json.dumps({"train_seconds": 1.0}))
+    run_file = Path(run["dir"]) / "run.json"
+    run_file.write_text(json.dumps(run))
+    worker.main(run_file)
+    assert [w for w, _ in calls] == ["evaluate", "inference"]
+    assert {o["checkpoint"] for _, o in calls} == {str(models / "model.pt")}
+
+
 def _csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

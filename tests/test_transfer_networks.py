@@ -101,27 +101,37 @@ def test_init_of_checkpoint(tmp_path: Path) -> None:
 
 
 def test_cell_output_gain_and_legacy_checkpoints(tmp_path: Path) -> None:
-    """The distance gain (255 for the baselines, 1 for the ISL head) is saved with the model, and a checkpoint from
-    before ``CellOutput`` (``Sequential(unet, head)``) still loads strictly, as gain 1 (the network it was trained as).
+    """The distance gain (255 by default) and the ISL head's width (8 by default) are saved with the model, and a
+    checkpoint from before ``CellOutput`` (``Sequential(unet, head)``) still loads strictly, as gain 1 (the network it
+    was trained as); a width-2 (paper) head is rebuilt at width 2 from its weights.
     """
-    from monai_isl.networks.transfer import DEFAULT_DISTANCE_GAIN, CellOutput, head_channels_of_checkpoint
+    from monai_isl.networks.transfer import (
+        DEFAULT_DISTANCE_GAIN,
+        DEFAULT_HEAD_CHANNELS,
+        CellOutput,
+        head_channels_of_checkpoint,
+    )
 
+    paper = cell_network(1, "isl", load_pretrained=False, head_channels=2, distance_gain=1.0)
     isl = cell_network(1, "isl", load_pretrained=False)
     base = cell_network(1, "none", load_pretrained=False, distance_gain=3.0)
-    assert isinstance(isl[2], CellOutput) and float(isl[2].distance_gain) == DEFAULT_DISTANCE_GAIN["isl"] == 1.0
+    assert DEFAULT_DISTANCE_GAIN == 255.0 and DEFAULT_HEAD_CHANNELS == 8
+    assert isinstance(isl[2], CellOutput) and float(isl[2].distance_gain) == 255.0
+    assert isl[1][0].out_channels == 8 and paper[1][0].out_channels == 2
     assert float(base[2].distance_gain) == 3.0
     assert float(cell_network(1, "none", load_pretrained=False)[2].distance_gain) == 255.0
-    legacy = torch.nn.Sequential(isl[0], isl[1])  # the old layout, same weights
+    assert head_channels_of_checkpoint(tmp_path / "missing.pt") == 8
+    legacy = torch.nn.Sequential(paper[0], paper[1])  # the old layout (the paper's width-2 head), same weights
     torch.save(legacy.state_dict(), tmp_path / "old.pt")
     assert init_of_checkpoint(tmp_path / "old.pt") == "isl"
-    rebuilt = cell_network(1, init_of_checkpoint(tmp_path / "old.pt"), load_pretrained=False)
+    width = head_channels_of_checkpoint(tmp_path / "old.pt")  # as evaluate.yaml / inference.yaml rebuild it
+    rebuilt = cell_network(1, init_of_checkpoint(tmp_path / "old.pt"), load_pretrained=False, head_channels=width)
     rebuilt.load_state_dict(torch.load(tmp_path / "old.pt", weights_only=True), strict=True)
     assert float(rebuilt[2].distance_gain) == 1.0
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(x), legacy.eval()(x))
-    wide = cell_network(1, "isl", load_pretrained=False, head_channels=8)
-    torch.save({"model": wide.state_dict()}, tmp_path / "wide.pt")
+    torch.save({"model": isl.state_dict()}, tmp_path / "wide.pt")
     assert (
         head_channels_of_checkpoint(tmp_path / "wide.pt") == 8 and head_channels_of_checkpoint(tmp_path / "old.pt") == 2
     )

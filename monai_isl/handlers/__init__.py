@@ -9,3 +9,4 @@ from .report import InstanceReport  # noqa: F401
 from .sanity import SegmentationSanity  # noqa: F401
 from .segmentation import IoU, MeanAveragePrecision  # noqa: F401
 from .skipped import SkippedFieldsReport  # noqa: F401
+from .validation import ValidationHandler  # noqa: F401

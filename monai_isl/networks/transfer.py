@@ -13,13 +13,17 @@ segmentation output:
   mask logits >= 0, i.e. probabilities >= 0.5, and floor the BCE of background pixels at ln 2.
 
 Every network is a ``torch.nn.Sequential(unet, head, CellOutput)`` so the ISL weights keep their names under
-``0.``. :class:`CellOutput` (not in the paper) multiplies the distance channel by a fixed gain, so that a raw
-output of ~1 is already on the target's 0..255 scale (the paper's loss is unchanged): 255 for the baselines, which
-otherwise reach only ~1/5 of the scale in 100 steps; 1 for the ISL head, which reaches it with its own learning
-rate (:func:`param_groups`) and whose 2 hidden channels are better left to both terms (``DEFAULT_DISTANCE_GAIN``,
-``benchmarks/bench_cell_head.py``). It also carries the watershed ``h`` (and smoothing sigma) fitted after
-training (:mod:`monai_isl.instance_fit`), so they travel with ``model.pt`` and a TorchScript export. Checkpoints
-saved before it existed load with gain 1 and no fitted ``h``.
+``0.``. :class:`CellOutput` (not in the paper) multiplies the distance channel by a fixed gain of 255
+(``DEFAULT_DISTANCE_GAIN``), so that a raw output of ~1 is already on the target's 0..255 scale (the paper's loss
+is unchanged): without it the outputs reach only a fraction of the scale in hundreds of steps. The ISL head is
+wider than the paper's (``DEFAULT_HEAD_CHANNELS`` = 8 hidden channels instead of 2): with 2 channels, the head
+reached the distance scale in 1 of 3 synthetic seeds (``docs/results/synthetic_cell_cpu``) and the gain took the
+2 shared channels from the mask (``benchmarks/bench_cell_head.py``); width 8 with the gain trained in every seed
+(``docs/results/synthetic_cell_disjoint``). ``head_channels=2, distance_gain=1`` is the paper's head.
+:class:`CellOutput` also carries the watershed ``h`` (and smoothing sigma) fitted after training
+(:mod:`monai_isl.instance_fit`), so they travel with ``model.pt`` and a TorchScript export. Checkpoints saved
+before it existed load with gain 1 and no fitted ``h``; a saved head's width is read from its weights
+(:func:`head_channels_of_checkpoint`).
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ logger = logging.getLogger(__name__)
 
 INITS = ("isl", "imagenet", "none")
 
-#: gain of the distance channel (:class:`CellOutput`) by default, per init, chosen with
-#: ``benchmarks/bench_cell_head.py`` (Usiigaci, 100 steps): the baselines' 2-output FlexibleUNet needs it (distance
-#: inside cells 16.5 -> 87 of a 89.6 target mean, mask IoU 0.23 -> 0.64, fitted-h mAP 0.009 -> 0.105), while with
-#: the paper's width-2 ISL head the gain lets the distance term take over the 2 shared hidden channels and the mask
-#: suffers (IoU 0.69 -> 0.42 with param groups; all foreground at one lr 1e-3): the ISL head relies on
-#: :func:`param_groups` (head lr 1e-2) to reach the scale instead, and ``h: auto`` absorbs what is left.
-DEFAULT_DISTANCE_GAIN = {"isl": 1.0, "imagenet": 255.0, "none": 255.0}
+#: gain of the distance channel (:class:`CellOutput`) by default, for every init. Chosen with
+#: ``benchmarks/bench_cell_head.py`` (Usiigaci, 100 steps: the baselines' distance inside cells 16.5 -> 87 of a
+#: 89.6 target mean, fitted-h mAP 0.009 -> 0.105) and, for the ISL head, with the synthetic sweeps
+#: (``docs/results/synthetic_cell_disjoint``, together with ``DEFAULT_HEAD_CHANNELS``).
+DEFAULT_DISTANCE_GAIN = 255.0
+#: hidden width of the ISL :class:`TransferHead` by default (the paper: 2). Width 2 reached the distance scale in 1
+#: of 3 synthetic seeds (mAP 0.61 / 0.04 / 0.03, ``docs/results/synthetic_cell_cpu``); width 8 with the gain of 255
+#: trained in all (``docs/results/synthetic_cell_disjoint``).
+DEFAULT_HEAD_CHANNELS = 8
 #: learning-rate multiplier of the head against the pretrained network in :func:`param_groups` (``head_lr`` None).
 DEFAULT_HEAD_LR_FACTOR = 10.0
 #: value of the stored watershed parameters before ``fit_network_watershed`` (any negative number: not fitted)
@@ -246,25 +252,26 @@ def cell_network(
     imagenet_weights: str | os.PathLike | bool | None = None,
     load_pretrained: bool = True,
     distance_gain: float | None = None,
-    head_channels: int = 2,
+    head_channels: int | None = None,
 ) -> nn.Sequential:
     """cell_instance_seg network with 2 outputs: channel 0 distance map (0..255 scale), channel 1 mask logit.
 
-    ``init="isl"``: the cellmask_isl network (1 output) + :class:`TransferHead` (hidden width ``head_channels``;
-    the paper: 2); otherwise FlexibleUNet-densenet121 with 2 outputs (``Identity`` head) from ImageNet or random
-    weights. Both end in :class:`CellOutput`, whose ``distance_gain`` scales the distance channel (None:
-    ``DEFAULT_DISTANCE_GAIN[init]``, 255 for the baselines, 1 for the ISL head; 1 is the network without the
-    fix). The gain is a buffer: ``model.pt`` restores the one a model was trained with.
+    ``init="isl"``: the cellmask_isl network (1 output) + :class:`TransferHead` (hidden width ``head_channels``,
+    None: ``DEFAULT_HEAD_CHANNELS`` = 8; the paper: 2); otherwise FlexibleUNet-densenet121 with 2 outputs
+    (``Identity`` head) from ImageNet or random weights. Both end in :class:`CellOutput`, whose ``distance_gain``
+    scales the distance channel (None: ``DEFAULT_DISTANCE_GAIN`` = 255; 1 is the network without the fix). The gain
+    is a buffer: ``model.pt`` restores the one a model was trained with.
     """
     init = _check_init(init)
-    gain = DEFAULT_DISTANCE_GAIN[init] if distance_gain is None else float(distance_gain)
+    gain = DEFAULT_DISTANCE_GAIN if distance_gain is None else float(distance_gain)
+    width = DEFAULT_HEAD_CHANNELS if head_channels is None else int(head_channels)
     if init == "isl":
         unet = _unet(in_channels, 1, init, None, False)
         if load_pretrained:
             if isl_checkpoint is None:
                 raise ValueError("init='isl' needs isl_checkpoint: the cellmask_isl models/model.pt")
             load_isl_weights(unet, isl_checkpoint, bundle="cellmask_isl")
-        return nn.Sequential(unet, TransferHead(1, 2, hidden_channels=int(head_channels)), CellOutput(gain))
+        return nn.Sequential(unet, TransferHead(1, 2, hidden_channels=width), CellOutput(gain))
     unet = _unet(in_channels, 2, init, imagenet_weights, load_pretrained)
     return nn.Sequential(unet, nn.Identity(), CellOutput(gain))
 
@@ -281,9 +288,11 @@ def init_of_checkpoint(checkpoint: str | os.PathLike, default: str = "isl") -> s
     return "isl" if any(k.startswith("1.") for k in _iter_state(path)) else "none"
 
 
-def head_channels_of_checkpoint(checkpoint: str | os.PathLike, default: int = 2) -> int:
+def head_channels_of_checkpoint(checkpoint: str | os.PathLike, default: int | None = None) -> int:
     """Hidden width of a saved :class:`TransferHead` (``1.0.weight`` has shape ``(width, 1, 3, 3)``); ``default``
-    without a file or an ISL head, so ``cell_network(head_channels=...)`` rebuilds the trained architecture."""
+    (None: ``DEFAULT_HEAD_CHANNELS``) without a file or an ISL head, so ``cell_network(head_channels=...)``
+    rebuilds the trained architecture, also for a model trained with the paper's width 2."""
+    default = DEFAULT_HEAD_CHANNELS if default is None else int(default)
     path = Path(checkpoint)
     if not path.is_file():
         return default

@@ -370,8 +370,8 @@ class SweepPlan:
         doc = {
             "description": f"{self.task} sweep: N={n}, seed {seed}, from {self.datalist}",
             "training": training,
-            # without a validation set the run keeps its final model; the section must still be readable
-            "validation": self.data.validation or training[:1],
+            # without a validation set (empty section) the bundle keeps its final model as model.pt
+            "validation": self.data.validation,
             "test": self.data.test,
             "example": self.example_items(),
         }
@@ -395,14 +395,12 @@ class SweepPlan:
         has_validation = bool(self.isl_data.validation)
         doc = {
             "training": self.isl_data.training,
-            "validation": self.isl_data.validation or self.isl_data.training[:1],
+            "validation": self.isl_data.validation,
             # the example panel shows the pretext prediction on the segmentation test image
             "example": self.example_items(),
         }
         datalist.write_text(json.dumps(doc, indent=2, default=str) + "\n")
         overrides = {**sched.overrides(), "datalist": str(datalist), "seed": 0}
-        if not has_validation:
-            overrides["val_interval"] = sched.max_epochs + 1
         return {
             "id": "pretext",
             "bundle": self.spec.pretext,
@@ -436,8 +434,6 @@ class SweepPlan:
                         overrides["isl_checkpoint"] = isl_checkpoint
                     if init == "imagenet":
                         overrides["imagenet_weights"] = self.imagenet_weights
-                    if not self.data.validation:
-                        overrides["val_interval"] = sched.max_epochs + 1
                     first = n == self.sizes[0] and seed == self.seeds[0]
                     window = {"datalist": str(datalist), "sw_roi_size": sched.window()}
                     runs.append(

@@ -76,7 +76,9 @@ def main(run_file: str | os.PathLike) -> None:
         start = time.time()
         _run(folder, run["bundle"], "train", train)
         marker.write_text(json.dumps({"train_seconds": time.time() - start}) + "\n")
-    checkpoint = models / ("model.pt" if run["select"] == "best" else "checkpoint_final.pt")
+    # model.pt: the best validated network (validation before the first step and after the last, too), or without
+    # a validation section the final one; it also holds what was fitted after training (h auto)
+    checkpoint = models / "model.pt"
     if not checkpoint.is_file():
         raise FileNotFoundError(f"run {run['id']}: expected the trained model '{checkpoint}'")
     if run["evaluate"]:

@@ -18,6 +18,7 @@ import tifffile
 import torch
 
 from monai_isl.networks import cell_network
+from monai_isl.networks.transfer import head_channels_of_checkpoint
 from monai_isl.transforms.field import channel_percentiles, scale_by_percentiles
 
 #: cell_instance_seg's ``input_percentiles`` (bundles/cell_instance_seg/configs/train.yaml)
@@ -33,12 +34,11 @@ def main(root: str) -> None:
         # the bundle's input scaling (input_percentiles 1, 99.8), with the bundle's own functions
         stats = channel_percentiles(img.reshape(1, -1), INPUT_PERCENTILES)
         x = torch.from_numpy(scale_by_percentiles(img[None], stats))[None].float()
-        net = cell_network(1, "isl", pretext).eval()
+        final = f"{root}/runs/cell_N1_isl_seed{seed}/models/checkpoint_final.pt"
+        net = cell_network(1, "isl", pretext, head_channels=head_channels_of_checkpoint(final)).eval()
         with torch.no_grad():
             start = net[0](x)
-        net.load_state_dict(
-            torch.load(f"{root}/runs/cell_N1_isl_seed{seed}/models/checkpoint_final.pt", weights_only=False)["model"]
-        )
+        net.load_state_dict(torch.load(final, weights_only=False)["model"])
         net.eval()
         with torch.no_grad():
             tuned, out = net[0](x), net(x)
