@@ -149,6 +149,26 @@ def test_each_datalist_is_read_once(synth_dir: Path, tmp_path: Path, monkeypatch
     assert [i["name"] for i in pretext["training"]] == runner.isl_data.names()
 
 
+def test_bundle_args_are_part_of_the_sweep_settings(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--bundle_args are saved in sweep.json and shown in summary.md: a resume with other overrides is refused (it
+    would mix two experiments in one table); paths below the working directory are shown relative to it."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    args = ("nucleus", "data", "o", [1], ["none"], [0])
+    runner = sw.Sweep(*args, quick=True, extra={"learning_rate": 0.01})
+    runner.write_splits()
+    assert json.loads((tmp_path / "o" / "sweep.json").read_text())["bundle_args"] == {"learning_rate": 0.01}
+    text = runner.describe()
+    assert '`{"learning_rate": 0.01}`' in text and "- dataset: `data`" in text and str(tmp_path) not in text
+    with pytest.raises(ValueError, match="other settings.*bundle_args"):
+        sw.Sweep(*args, quick=True, extra={"learning_rate": 0.001}).write_splits()
+    with pytest.raises(ValueError, match="other settings.*bundle_args"):
+        sw.Sweep(*args, quick=True).write_splits()
+
+
 def test_runs_go_through_the_bundle_workflows(synth_dir: Path, tmp_path: Path) -> None:
     """Each planned run trains with the schedule's crops and evaluates/infers with its one sliding window; the
     commands.txt line of a workflow lists exactly the config files monai_isl.bundle.workflow_configs gives."""

@@ -198,6 +198,15 @@ class Datalist:
         return [item["name"] for item in getattr(self, section)]
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it (summaries stay valid in a fresh clone)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
 def read_datalist(path: str | os.PathLike, required: Sequence[str] = ("training",)) -> Datalist:
     """Read a datalist once: every present section validated by :func:`monai_isl.data.load_datalist`.
 
@@ -344,12 +353,16 @@ class SweepPlan:
         }
         if self.steps:  # only when given: sweeps from before --steps stay resumable
             settings["steps"] = self.steps
+        if self.extra:  # likewise: a resume with other bundle overrides would mix two experiments
+            settings["bundle_args"] = self.extra
         saved = self.out / "sweep.json"
         if saved.is_file():
             previous = json.loads(saved.read_text())
             # sweeps from before presets: --quick was the only choice, the other schedule no longer exists
             previous.setdefault("preset", "quick" if previous.get("quick") else "legacy full")
-            changed = {k: (previous.get(k), v) for k, v in settings.items() if previous.get(k) != v}
+            # the optional keys count when either side has them (dropping --steps or --bundle_args changes the run)
+            keys = [*settings, *(k for k in ("steps", "bundle_args") if k in previous and k not in settings)]
+            changed = {k: (previous.get(k), settings.get(k)) for k in keys if previous.get(k) != settings.get(k)}
             if changed:
                 raise ValueError(
                     f"'{self.out}' holds a sweep with other settings {changed} (old, new); use another --out"
@@ -368,7 +381,7 @@ class SweepPlan:
         by_name = {item["name"]: item for item in self.data.training}
         training = [by_name[name] for name in self.subsets[seed][n]]
         doc = {
-            "description": f"{self.task} sweep: N={n}, seed {seed}, from {self.datalist}",
+            "description": f"{self.task} sweep: N={n}, seed {seed}, from {shown(self.datalist)}",
             "training": training,
             # without a validation set (empty section) the bundle keeps its final model as model.pt
             "validation": self.data.validation,
@@ -460,14 +473,18 @@ class SweepPlan:
         validation = len(self.data.validation) or "none (final model kept)"
         lines += [
             f"- task: {self.task} (`{self.spec.bundle}`, pretext `{self.spec.pretext}`)",
-            f"- dataset: `{self.dataset}` (datalist `{self.datalist.name}`); test images: {len(self.data.test)}; "
+            f"- dataset: `{shown(self.dataset)}` (datalist `{self.datalist.name}`); test images: {len(self.data.test)}; "
             f"training pool: {len(self.data.training)}; validation: {validation}",
             f"- schedule: preset `{self.preset}` (monai_isl/presets.py); "
             + "; ".join(
                 f"N={n}, {init}: {self.schedule(n, init).describe()}" for n in self.sizes for init in self.inits
             ),
         ]
+        if self.extra:
+            lines.append(f"- bundle overrides (`--bundle_args`): `{json.dumps(self.extra)}`")
         if "isl" in self.inits:
-            trained = f"trained here on `{self.isl_data.path}`" if self.isl_data else ""
-            lines.append(f"- ISL pretext model: {self.isl_checkpoint or trained}")
+            trained = f"trained here on `{shown(self.isl_data.path)}`" if self.isl_data else ""
+            lines.append(
+                f"- ISL pretext model: {f'`{shown(self.isl_checkpoint)}`' if self.isl_checkpoint else trained}"
+            )
         return "\n".join(lines)
