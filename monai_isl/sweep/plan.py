@@ -473,7 +473,8 @@ class SweepPlan:
         validation = len(self.data.validation) or "none (final model kept)"
         lines += [
             f"- task: {self.task} (`{self.spec.bundle}`, pretext `{self.spec.pretext}`)",
-            f"- dataset: `{shown(self.dataset)}` (datalist `{self.datalist.name}`); test images: {len(self.data.test)}; "
+            f"- dataset: `{shown(self.dataset)}` (datalist `{self.datalist.name}`); "
+            f"test images: {len(self.data.test)}; "
             f"training pool: {len(self.data.training)}; validation: {validation}",
             f"- schedule: preset `{self.preset}` (monai_isl/presets.py); "
             + "; ".join(
