@@ -151,16 +151,34 @@ def test_fit_network_watershed_stores_in_network_and_checkpoint(tmp_path: Path) 
     assert stored_watershed_params(ckpt)["h"] == pytest.approx(result["h"])
 
 
-def test_distance_gain_and_head_lr_reach_the_distance_scale() -> None:
-    """Measured on this input (target mean ~105 inside cells): after 30 steps the width-2 ISL head reaches 93 with
-    gain 255 + head lr 1e-2, 3.4 with head lr 1e-2 alone, 0.43 at one lr 1e-3 (the old default); a 2-output
-    body (the baseline) reaches 122 after 60 steps with gain 255 at lr 1e-3, 0.7 without it."""
+def _tiny_cell_problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A blurred, noisy 64x64 field of touching cells as a 1-channel "ISL output", its (distance, mask) target and
+    the inside-cell pixels: a training case small enough for a unit test."""
     labels = touching_cells(64, 16.0, seed=0, drop=0.0)
     mask = (labels > 0).astype(np.float32)
     image = ndi.gaussian_filter(mask, 1) + 0.1 * np.random.default_rng(0).standard_normal(mask.shape)
     x = torch.from_numpy(image.astype(np.float32))[None, None]
     y = torch.from_numpy(np.stack([instance_distance(labels), mask]))[None]
-    inside = y[0, 1] > 0
+    return x, y, y[0, 1] > 0
+
+
+def _train(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` Adam steps of the paper's loss (MSE + 2000 * BCE); the output of the last forward pass."""
+    loss_fn = CombinedLoss(2000.0)
+    for _ in range(steps):
+        out = net(x)
+        loss = loss_fn(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return out
+
+
+def test_distance_gain_and_head_lr_reach_the_distance_scale() -> None:
+    """Measured on this input (target mean ~105 inside cells): after 30 steps the width-2 ISL head reaches 93 with
+    gain 255 + head lr 1e-2, 3.4 with head lr 1e-2 alone, 0.43 at one lr 1e-3 (the old default); a 2-output
+    body (the baseline) reaches 122 after 60 steps with gain 255 at lr 1e-3, 0.7 without it."""
+    x, y, inside = _tiny_cell_problem()
     target_mean = float(y[0, 0][inside].mean())
 
     def trained_distance(isl: bool, gain: float, lr: float, head_lr: float | None, steps: int) -> float:
@@ -168,14 +186,7 @@ def test_distance_gain_and_head_lr_reach_the_distance_scale() -> None:
         body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1 if isl else 2, 3, padding=1))
         net = nn.Sequential(body, TransferHead(1, 2, 2) if isl else nn.Identity(), CellOutput(gain))
         groups = param_groups(net, lr, head_lr) if head_lr else [{"params": net.parameters(), "lr": lr}]
-        opt = torch.optim.Adam(groups)
-        loss_fn = CombinedLoss(2000.0)
-        for _ in range(steps):
-            out = net(x)
-            loss = loss_fn(out, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        out = _train(net, torch.optim.Adam(groups), x, y, steps)
         return float(out[0, 0].detach()[inside].mean())
 
     old = trained_distance(True, 1.0, 1e-3, None, 30)
@@ -191,23 +202,11 @@ def test_default_isl_head_learns_distance_and_mask(seed: int) -> None:
     """The default ISL head (width 8, gain 255, head lr 1e-2 / network 1e-4) on a 1-channel "ISL output": after 30
     steps the distance inside cells is on the target's scale and the mask matches the labels (measured: distance
     98-121 of a 105 target mean, mask IoU 0.94-0.96; the paper's width 2 with the gain: IoU 0.81-0.92)."""
-    labels = touching_cells(64, 16.0, seed=0, drop=0.0)
-    mask = (labels > 0).astype(np.float32)
-    image = ndi.gaussian_filter(mask, 1) + 0.1 * np.random.default_rng(0).standard_normal(mask.shape)
-    x = torch.from_numpy(image.astype(np.float32))[None, None]
-    y = torch.from_numpy(np.stack([instance_distance(labels), mask]))[None]
-    inside = y[0, 1] > 0
+    x, y, inside = _tiny_cell_problem()
     torch.manual_seed(seed)
     body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
     net = nn.Sequential(body, TransferHead(1, 2, DEFAULT_HEAD_CHANNELS), CellOutput(DEFAULT_DISTANCE_GAIN))
-    opt = torch.optim.Adam(param_groups(net, 1e-4, 1e-2))
-    loss_fn = CombinedLoss(2000.0)
-    for _ in range(30):
-        out = net(x)
-        loss = loss_fn(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    out = _train(net, torch.optim.Adam(param_groups(net, 1e-4, 1e-2)), x, y, 30)
     distance, predicted = out[0, 0].detach(), out[0, 1].detach() > 0
     assert float(distance[inside].mean()) > 0.7 * float(y[0, 0][inside].mean())
     assert float((predicted & inside).sum() / (predicted | inside).sum()) > 0.9
