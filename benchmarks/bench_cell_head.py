@@ -123,8 +123,10 @@ def run_variant(name: str, fields: dict, steps: int, roi: int, seed: int) -> dic
     pred_mask = prob > 0.5
     iou = float((pred_mask & inside).sum() / max((pred_mask | inside).sum(), 1))
     map10 = mean_average_precision(t_lab, hmaxima_watershed(dist, prob, h=10.0))
-    map_auto = mean_average_precision(t_lab, hmaxima_watershed(smooth_distance(dist, fit["sigma"]), prob, h=fit["h"]))
-    best_sigma0 = max(r[2] for r in fit["table"] if r[0] == 0.0)
+    map_auto = mean_average_precision(
+        t_lab, hmaxima_watershed(smooth_distance(dist, fit["sigma"]), prob, h=fit["h"], min_area=fit["min_area"])
+    )
+    best_sigma0 = max(r[-1] for r in fit["table"] if r[0] == 0.0)
     return {
         "name": name,
         "loss": loss.item(),

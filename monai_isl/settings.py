@@ -103,8 +103,9 @@ def percentiles(name: str, value: Any) -> None:
         raise SettingError(f"setting '{name}': expected [low, high] with 0 <= low < high <= 100, got {value!r}")
 
 
-def h_value(name: str, value: Any) -> None:
-    """The h-maxima height: ``auto`` (fitted to the model after training) or a number >= 0."""
+def auto_or_non_negative(name: str, value: Any) -> None:
+    """A post-processing value fitted to the model after training (the h-maxima height, the minimum object area):
+    ``auto`` or a number >= 0."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return
     try:
@@ -157,7 +158,8 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "sw_roi_size": size_2d,
     "input_percentiles": percentiles,
     "target_percentiles": percentiles,
-    "h": h_value,
+    "h": auto_or_non_negative,
+    "min_area": auto_or_non_negative,
     "threshold": unit_interval,
     "mask_threshold": unit_interval,
     "init": choice("isl", "imagenet", "none"),

@@ -76,6 +76,7 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "calibration#*",
         "run_steps#calibrate",
         "h_sigma",
+        "min_area",
         "val_h",
         "distance_gain",
         "head_channels",
@@ -110,6 +111,7 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "post_transforms#transforms#*",
         "checked_settings#*",
         "h_sigma",
+        "min_area",
         "handlers#3#*",  # segmentation bundles: the sanity warnings (empty or giant predictions)
     ),
     "multi_gpu_train.yaml": (),

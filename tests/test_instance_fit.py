@@ -1,5 +1,6 @@
-"""``h: auto``: the fitted h separates touching cells (also on a scaled-down prediction), travels with the model
-(state dict, model.pt, TorchScript), is validated, and the distance gain makes a tiny head reach the target scale."""
+"""``h: auto``: the fitted h separates touching cells (also on a scaled-down prediction), the fitted minimum area
+drops specks and keeps cells, both travel with the model (state dict, model.pt, TorchScript, a model.pt fitted
+before min_area existed), are validated, and the distance gain makes a tiny head reach the target scale."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def _field(seed: int, size: int = 192) -> tuple[np.ndarray, np.ndarray, np.ndarr
 @pytest.mark.parametrize("scale", [1.0, 0.1])
 def test_auto_h_separates_touching_cells(scale: float) -> None:
     fit_labels, fit_dist, fit_prob = _field(0)
-    result = fit_watershed_params([fit_dist * scale], [fit_prob], [fit_labels], sigmas=(0.0,))
+    result = fit_watershed_params([fit_dist * scale], [fit_prob], [fit_labels], sigmas=(0.0,), min_areas=(0.0,))
     labels, dist, prob = _field(1)
     dist = dist * scale
 
@@ -51,7 +52,7 @@ def test_auto_h_separates_touching_cells(scale: float) -> None:
     assert auto > score(1e4 * scale) + 0.2, (result["h"], auto)
     assert auto > 0.6
     assert 0 < result["h"] < result["scale"]  # on the prediction's own scale
-    assert result["map"] == max(row[2] for row in result["table"])
+    assert result["map"] == max(row[-1] for row in result["table"])
 
 
 def test_scaled_prediction_gets_a_scaled_h_and_the_same_map() -> None:
@@ -70,8 +71,60 @@ def test_target_reference_and_sigma_search() -> None:
     assert result["target"]["map"] >= result["target"]["map_h10"]
     assert result["target"]["map"] > 0.9
     assert result["sigma"] in (0.0, 1.0)
-    best0 = max(r[2] for r in result["table"] if r[0] == 0.0)
+    best0 = max(r[-1] for r in result["table"] if r[0] == 0.0)
     assert result["map"] >= best0  # a sigma > 0 is only taken when it helps
+
+
+def _with_specks(seed: int, size: int = 192, n: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`_field` plus ``n`` specks on the background (discs of radius 1-3 px where the prediction has mask
+    probability 0.9 and a distance bump), as a trained network leaves in noise; and the largest speck's area."""
+    labels, dist, prob = _field(seed, size)
+    rng = np.random.default_rng([seed, 2])
+    yy, xx = np.mgrid[:size, :size]
+    background = ndi.distance_transform_edt(labels == 0)
+    largest, placed = 0, 0
+    while placed < n:
+        r, cy, cx = rng.integers(1, 4), rng.integers(4, size - 4), rng.integers(4, size - 4)
+        if background[cy, cx] < r + 3:
+            continue
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        prob[disc], dist[disc] = 0.9, 20.0
+        largest, placed = max(largest, int(disc.sum())), placed + 1
+    return labels, dist, prob, largest
+
+
+def test_auto_min_area_drops_specks_and_keeps_cells() -> None:
+    fit_labels, fit_dist, fit_prob, largest_speck = _with_specks(0)
+    result = fit_watershed_params([fit_dist], [fit_prob], [fit_labels], sigmas=(0.0,))
+    cell_areas = np.bincount(fit_labels.ravel())[1:]
+    assert largest_speck <= result["min_area"] < np.median(cell_areas[cell_areas > 0])
+    labels, dist, prob, _ = _with_specks(1)
+    assert result["map"] > result["map_all_objects"] + 0.05  # on the fitted field
+    kept = hmaxima_watershed(dist, prob, h=result["h"], min_area=result["min_area"])
+    every = hmaxima_watershed(dist, prob, h=result["h"])
+    assert mean_average_precision(labels, kept) > mean_average_precision(labels, every) + 0.05  # another field
+    # without specks nothing is gained by dropping objects: ties go to keeping every object
+    clean_labels, clean_dist, clean_prob = _field(0)
+    assert fit_watershed_params([clean_dist], [clean_prob], [clean_labels], sigmas=(0.0,))["min_area"] == 0.0
+    held = fit_watershed_params([fit_dist], [fit_prob], [fit_labels], sigmas=(0.0,), min_areas=(0.0,))
+    assert held["min_area"] == 0.0 and held["map"] == pytest.approx(result["map_all_objects"])
+    with pytest.raises(ValueError, match="min_areas must be numbers >= 0"):
+        fit_watershed_params([fit_dist], [fit_prob], [fit_labels], min_areas=(-1.0,))
+
+
+def test_model_fitted_before_min_area_keeps_every_object(tmp_path: Path) -> None:
+    net = _tiny_cell_net(255.0)
+    store_watershed_params(net, 40.0, 0.0, 300.0)
+    old_state = {k: v for k, v in net.state_dict().items() if not k.endswith("watershed_min_area")}
+    rebuilt = _tiny_cell_net()
+    rebuilt.load_state_dict(old_state, strict=True)  # a model.pt fitted before min_area existed
+    assert stored_watershed_params(rebuilt) == {"h": 40.0, "sigma": 0.0, "min_area": 0.0}
+    never_fitted = {k: v for k, v in _tiny_cell_net().state_dict().items() if not k.endswith("watershed_min_area")}
+    rebuilt.load_state_dict(never_fitted, strict=True)
+    assert stored_watershed_params(rebuilt) == {"h": None, "sigma": None, "min_area": None}
+    auto = HMaximaWatershedd(keys="pred", h="auto", min_area="auto", params=rebuilt, fallback_h=7.0)
+    assert auto.resolved() == (7.0, 0.0, 0.0)
+    assert HMaximaWatershedd(keys="pred", h=5.0, min_area=12, params=rebuilt).resolved() == (5.0, 0.0, 12.0)
 
 
 def test_h_is_validated() -> None:
@@ -94,18 +147,18 @@ def _tiny_cell_net(gain: float = 1.0) -> nn.Sequential:
 
 def test_stored_h_round_trips_state_dict_model_pt_and_torchscript(tmp_path: Path) -> None:
     net = _tiny_cell_net(255.0)
-    assert stored_watershed_params(net) == {"h": None, "sigma": None}
-    store_watershed_params(net, 37.5, 1.0)
+    assert stored_watershed_params(net) == {"h": None, "sigma": None, "min_area": None}
+    store_watershed_params(net, 37.5, 1.0, 250.0)
     torch.save({"model": net.state_dict()}, tmp_path / "model.pt")
     rebuilt = _tiny_cell_net()
     rebuilt.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["model"])
     assert float(rebuilt[2].distance_gain) == 255.0
-    assert stored_watershed_params(rebuilt) == {"h": 37.5, "sigma": 1.0}
-    assert stored_watershed_params(tmp_path / "model.pt") == {"h": 37.5, "sigma": 1.0}
+    assert stored_watershed_params(rebuilt) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
+    assert stored_watershed_params(tmp_path / "model.pt") == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
     scripted = torch.jit.script(rebuilt)
-    assert stored_watershed_params(scripted) == {"h": 37.5, "sigma": 1.0}
+    assert stored_watershed_params(scripted) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
     scripted.save(str(tmp_path / "model.ts"))
-    assert stored_watershed_params(str(tmp_path / "model.ts")) == {"h": 37.5, "sigma": 1.0}
+    assert stored_watershed_params(str(tmp_path / "model.ts")) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
     x = torch.randn(1, 2, 8, 8)
     torch.testing.assert_close(scripted(x), rebuilt(x))
 
@@ -115,13 +168,13 @@ def test_auto_transform_uses_the_stored_values_read_at_call_time() -> None:
     logit = np.log(prob.clip(1e-4, 1 - 1e-4) / (1 - prob.clip(1e-4, 1 - 1e-4)))
     pred = torch.from_numpy(np.stack([dist, logit]))
     net = _tiny_cell_net()
-    auto = HMaximaWatershedd(keys="pred", h="auto", sigma="auto", params=net, sigmoid=True)
+    auto = HMaximaWatershedd(keys="pred", h="auto", sigma="auto", min_area="auto", params=net, sigmoid=True)
     with pytest.raises(ValueError, match="stores no fitted h"):
         auto({"pred": pred})
-    assert HMaximaWatershedd(keys="pred", h="auto", params=net, fallback_h=7.0).resolved() == (7.0, 0.0)
-    store_watershed_params(net, 25.0, 1.0)  # e.g. a checkpoint loaded into the network after the transform was built
-    fixed = HMaximaWatershedd(keys="pred", h=25.0, sigma=1.0, sigmoid=True)
-    assert auto.resolved() == (25.0, 1.0)
+    assert HMaximaWatershedd(keys="pred", h="auto", params=net, fallback_h=7.0).resolved() == (7.0, 0.0, 0.0)
+    store_watershed_params(net, 25.0, 1.0, 40.0)  # e.g. a checkpoint loaded into the network after the transform
+    fixed = HMaximaWatershedd(keys="pred", h=25.0, sigma=1.0, min_area=40.0, sigmoid=True)
+    assert auto.resolved() == (25.0, 1.0, 40.0)
     assert torch.equal(auto({"pred": pred})["pred_inst"], fixed({"pred": pred})["pred_inst"])
 
 

@@ -394,3 +394,33 @@ def test_metrics_saver_writes_per_image_csv(tmp_path: Path) -> None:
     rows = (tmp_path / "map_raw.csv").read_text().strip().splitlines()
     assert rows[0].startswith("filename") and len(rows) == 1 + 3
     assert rows[1].startswith("img0_0.tif")
+
+
+# ---------------------------------------------------------------- minimum object area
+
+
+def test_map_by_min_area_equals_filtering_then_scoring() -> None:
+    """One overlap table for every minimum area gives the mAP of the filtered prediction, whose objects are
+    dropped by :func:`remove_small_instances` (checked against scikit-image's ``remove_small_objects``)."""
+    from skimage.morphology import remove_small_objects
+
+    from monai_isl.metrics import map_by_min_area
+    from monai_isl.postprocessing import remove_small_instances
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:160, :160]
+    y = np.zeros((160, 160), np.int32)
+    for k, (cy, cx) in enumerate(rng.integers(15, 145, (14, 2)), start=1):
+        y[(np.hypot(yy - cy, xx - cx) < rng.integers(6, 14)) & (y == 0)] = k
+    pred = _spurious(_split(_dilate(np.roll(y, (1, 2), (0, 1)), 1), rng, 0.3), rng, n=25)
+    areas = np.bincount(pred.ravel())[1:]
+    grid = [0, 5, 30, float(np.median(areas[areas > 0])), float(areas.max()) + 1]
+    for a, fast in zip(grid, map_by_min_area(y, pred, grid), strict=True):
+        filtered = remove_small_instances(pred, a)
+        reference, _, _ = relabel_sequential(remove_small_objects(pred, min_size=int(np.ceil(a))) if a else pred)
+        assert np.array_equal(relabel_sequential(filtered)[0], reference), a
+        assert fast == pytest.approx(mean_average_precision(y, filtered), abs=1e-12), a
+    assert map_by_min_area(y, pred, [0])[0] == pytest.approx(mean_average_precision(y, pred))
+    assert remove_small_instances(pred, 0) is pred
+    with pytest.raises(ValueError, match="min_area must be a number >= 0 or 'auto'"):
+        remove_small_instances(pred, -3)

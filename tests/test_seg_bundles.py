@@ -97,6 +97,7 @@ def test_nucleus_seg_step0_is_a_candidate_and_calibrated(synth_dir: Path, tmp_pa
 def test_cell_instance_seg(init: str, synth_dir: Path, tmp_path: Path) -> None:
     saved = _train_and_predict("cell_instance_seg", synth_dir, tmp_path, 1, {"write_overlay": True}, init=init)
     assert float(saved["2.watershed_h"]) >= 0  # h auto: fitted after training and stored in model.pt
+    assert float(saved["2.watershed_min_area"]) >= 0  # min_area auto: fitted with it
     items = load_datalist(synth_dir / "cell_instance_seg.json", "test")
     table = _rows(tmp_path / "eval" / "test_ap_table.csv")
     assert table[0][0] == "filename" and table[0][-1] == "mAP" and len(table[0]) == 12

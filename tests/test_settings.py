@@ -29,6 +29,8 @@ BUNDLE = ["/site-packages/monai/bundle/__main__.py", "run"]
         ("sw_overlap", 1.0),
         ("h", "abc"),
         ("h", -1),
+        ("min_area", "small"),
+        ("min_area", -5),
         ("input_percentiles", [99, 1]),
         ("init", "imagenette"),
         ("preset", "fast"),
@@ -43,7 +45,15 @@ def test_wrong_values_name_the_setting(name: str, value: object) -> None:
 
 @pytest.mark.parametrize(
     "name, value",
-    [("learning_rate", "1e-4"), ("roi_size", [256, 320]), ("h", "auto"), ("h", 10), ("amp", "false"), ("seed", 0)],
+    [
+        ("learning_rate", "1e-4"),
+        ("roi_size", [256, 320]),
+        ("h", "auto"),
+        ("h", 10),
+        ("min_area", 250),
+        ("amp", "false"),
+        ("seed", 0),
+    ],
 )
 def test_right_values_pass(name: str, value: object) -> None:
     settings.check(**{name: value})

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["DEFAULT_THRESHOLDS", "MatchResult", "match_instances", "mean_average_precision", "relabel_sequential"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "MatchResult",
+    "map_by_min_area",
+    "match_instances",
+    "mean_average_precision",
+    "relabel_sequential",
+]
 
 #: IoU thresholds 0.50, 0.55, ..., 0.95 (the Data Science Bowl 2018 / paper convention).
 DEFAULT_THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
@@ -181,6 +188,10 @@ def match_instances(
         raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
     thr = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     ti, pj, iou, n_true, n_pred = _overlap_pairs(y_true, y_pred)
+    return _result(ti, pj, iou, n_true, n_pred, thr)
+
+
+def _result(ti: np.ndarray, pj: np.ndarray, iou: np.ndarray, n_true: int, n_pred: int, thr: np.ndarray) -> MatchResult:
     tp = np.zeros(len(thr), dtype=np.int64)
     if n_true and n_pred:
         for k, t in enumerate(thr):
@@ -192,6 +203,37 @@ def match_instances(
     denominator = tp + fp + fn
     ap = np.where(denominator > 0, tp / np.maximum(denominator, 1), 1.0).astype(np.float64)
     return MatchResult(thresholds=thr, tp=tp, fp=fp, fn=fn, ap=ap, n_true=n_true, n_pred=n_pred)
+
+
+def map_by_min_area(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    min_areas: np.ndarray | list[float],
+    thresholds: np.ndarray | list[float] | float = DEFAULT_THRESHOLDS,
+) -> np.ndarray:
+    """mAP of ``y_pred`` without its objects of fewer than ``a`` pixels, for each ``a`` in ``min_areas``.
+
+    The same numbers as ``mean_average_precision(y_true, remove_small_instances(y_pred, a))`` for each ``a``
+    (:func:`monai_isl.postprocessing.remove_small_instances`), from one overlap table: dropping a predicted
+    object changes no other pair's IoU, so each ``a`` only filters the candidate pairs and the count of
+    predictions. For fitting a minimum object area (:mod:`monai_isl.instance_fit`).
+    """
+    y_true = _as_label_array(y_true, "y_true")
+    y_pred = _as_label_array(y_pred, "y_pred")
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred must have the same shape, got {y_true.shape} and {y_pred.shape}")
+    thr = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+    flat, n_pred = relabel_sequential(y_pred)
+    y_pred = flat.reshape(y_pred.shape)
+    area = np.bincount(flat, minlength=n_pred + 1)
+    ti, pj, iou, n_true, _ = _overlap_pairs(y_true, y_pred)
+    out = []
+    for a in np.atleast_1d(np.asarray(min_areas, dtype=np.float64)):
+        kept = area >= a
+        kept[0] = False
+        sel = kept[pj]
+        out.append(_result(ti[sel], pj[sel], iou[sel], n_true, int(kept.sum()), thr).mean_ap)
+    return np.array(out)
 
 
 def mean_average_precision(

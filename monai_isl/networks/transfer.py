@@ -95,7 +95,8 @@ class CellOutput(nn.Module):
     until :func:`monai_isl.instance_fit.fit_network_watershed` stores the values it picked;
     ``HMaximaWatershedd(h="auto")`` reads them back. Being buffers they are saved in ``model.pt`` and kept by
     ``torch.jit.script``. A state dict without any of them (saved before this module existed) loads as gain 1,
-    offset 0 and nothing fitted: exactly the old network.
+    offset 0 and nothing fitted: exactly the old network. One without ``watershed_min_area`` only (fitted before
+    the minimum object area existed) loads with min_area 0 where its h was fitted: every object kept, as then.
     """
 
     def __init__(self, distance_gain: float = 1.0, distance_offset: float = 0.0) -> None:
@@ -104,6 +105,7 @@ class CellOutput(nn.Module):
         self.register_buffer("distance_offset", torch.tensor(float(distance_offset)))
         self.register_buffer("watershed_h", torch.tensor(NOT_FITTED))
         self.register_buffer("watershed_sigma", torch.tensor(NOT_FITTED))
+        self.register_buffer("watershed_min_area", torch.tensor(NOT_FITTED))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         distance = x[:, :1] * self.distance_gain + self.distance_offset
@@ -121,17 +123,21 @@ class CellOutput(nn.Module):
     ) -> None:
         names = [prefix + n for n, _ in self.named_buffers(recurse=False)]
         legacy = not any(n in state_dict for n in names)
+        optional = names if legacy else [prefix + "watershed_min_area"]
         if legacy:  # a checkpoint from before CellOutput: identity output, nothing fitted
             with torch.no_grad():
                 self.distance_gain.fill_(1.0)
                 self.distance_offset.fill_(0.0)
                 self.watershed_h.fill_(NOT_FITTED)
                 self.watershed_sigma.fill_(NOT_FITTED)
+                self.watershed_min_area.fill_(NOT_FITTED)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-        if legacy:
-            missing_keys[:] = [k for k in missing_keys if k not in names]
+        if not legacy and prefix + "watershed_min_area" not in state_dict:  # fitted before min_area existed
+            with torch.no_grad():
+                self.watershed_min_area.fill_(0.0 if float(self.watershed_h) >= 0 else NOT_FITTED)
+        missing_keys[:] = [k for k in missing_keys if k not in optional]
 
 
 def cell_outputs(network: nn.Module) -> list[nn.Module]:
