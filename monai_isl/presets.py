@@ -11,8 +11,11 @@ The bundles and ``sweep`` take one of these presets (``--preset``):
 - ``paper``: Supplementary Tables 1-2 verbatim (samples per N and init, learning rates, 512 crops, batch 10).
   Meant for a GPU.
 - ``cpu``: scaled to a 2-core CPU: 256x256 crops (several whole cells or a dozen nuclei each), batches of 5
-  crops (one image), 400 steps per segmentation run (~15 minutes at N = 1 on 2 cores), and the learning rates
-  measured to keep the ISL prior (docs/results/README.md, ``benchmarks/bench_nucleus_transfer.py``).
+  crops (one image), 400 steps per segmentation run, and the learning rates measured to keep the ISL prior
+  (docs/results/README.md, ``benchmarks/bench_nucleus_transfer.py``). Measured run time, 1 thread beside one other
+  such run on the 2 cores: 400 cell steps 40 min at N = 1 (docs/results/real_cell_cpu_N1_N10), 200 nucleus steps
+  19 min at N = 10 (docs/results/synthetic_nucleus_disjoint): longer than the ~15 min per N = 1 run the preset was
+  meant to fit. Evaluation and the learning curve come on top.
 - ``quick``: a smoke test (128x128 crops, 40 steps): checks that a run goes end to end; not a result.
 
 ``auto`` (the bundles' default) is ``paper`` on a CUDA device and ``cpu`` otherwise.

@@ -101,8 +101,8 @@ def sweep(
         quick: the smoke-test preset (128x128 crops, 40 steps per run): checks the sweep runs, shows nothing.
         preset: the schedules, in optimiser steps as the paper's Supplementary Tables count them (see
             monai_isl/presets.py). ``paper`` is the tables (512x512 crops, batch 10, 20,000 steps for ISL nuclei
-            ...), ``cpu`` uses 256x256 crops and 400 steps per segmentation run (~15 min at N = 1 on 2 cores),
-            ``auto`` is paper on a GPU and cpu otherwise.
+            ...), ``cpu`` uses 256x256 crops and 400 steps per segmentation run (~40 min for a cell run at N = 1 on one
+            of the 2 cores), ``auto`` is paper on a GPU and cpu otherwise.
         isl_checkpoint: a trained pretext ``model.pt``; without it the pretext bundle is trained on the pool.
         isl_datalist: datalist for the pretext training and the example figure's fluorescence (default:
             ``<dataset>/<pretext bundle>.json``).
