@@ -214,6 +214,42 @@ def _fake_finished(run: dict[str, Any], task: str, names: list[str]) -> None:
         report.write()
 
 
+def test_report_only_trains_nothing_and_names_the_missing_runs(
+    synth_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--report_only summarises the finished runs of a partly run sweep; the summary says which runs it lacks."""
+    from monai_isl.sweep import runner as sweep_runner
+
+    out = tmp_path / "o"
+    planner = sw.Sweep("nucleus", str(synth_dir), str(out), [1, 2], ["none"], [0, 1], quick=True)
+    planner.write_splits()
+    runs = planner.plan()
+    finished, unfinished = runs[:2], runs[2:]
+    for run in finished:
+        _fake_finished(run, "nucleus", [i["name"] for i in planner.data.test])
+
+    def refuse(run: dict[str, Any]) -> None:
+        raise AssertionError(f"report_only executed {run['id']}")
+
+    monkeypatch.setattr(sweep_runner, "execute", refuse)
+    sw.sweep(
+        task="nucleus",
+        dataset=str(synth_dir),
+        sizes="1,2",
+        inits="none",
+        seeds="0,1",
+        out=str(out),
+        quick=True,
+        report_only="true",
+    )
+    summary = (out / "summary.md").read_text()
+    missing = summary.split("not finished, left out of these tables: ")[1].splitlines()[0]
+    assert sorted(missing.split(", ")) == sorted(r["id"] for r in unfinished)
+    rows = _csv(out / "results.csv")
+    assert {(int(r["n_images"]), int(r["seed"])) for r in rows} == {(r["n_images"], r["seed"]) for r in finished}
+    assert not any((Path(r["dir"]) / "done.json").exists() for r in unfinished)
+
+
 @pytest.mark.parametrize("task, committed", [("nucleus", "synthetic_nucleus"), ("cell", "synthetic_cell")])
 def test_results_csv_keeps_the_committed_columns(task: str, committed: str, synth_dir: Path, tmp_path: Path) -> None:
     runner = sw.Sweep(task, str(synth_dir), str(tmp_path / "o"), [1, 2], ["isl", "none"], [0], quick=True)

@@ -26,12 +26,17 @@ class Sweep(SweepPlan):
         self.durations: list[float] = []
         self.command = ""
 
-    def run(self) -> dict[str, Any]:
-        """Run every unfinished run in order, then write results.csv, summary.md and the figures."""
+    def run(self, report_only: bool = False) -> dict[str, Any]:
+        """Run every unfinished run in order (none with ``report_only``), then write results.csv, summary.md and
+        the figures from the finished ones."""
         self.write_splits()
         runs = self.plan()
         todo = [r for r in runs if not is_done(r)]
         print(f"sweep {self.task}: {len(runs)} runs ({len(runs) - len(todo)} already finished) -> {self.out}")
+        if report_only:
+            if todo:
+                print(f"report only: {len(todo)} unfinished run(s) left out: {', '.join(r['id'] for r in todo)}")
+            return self.report(runs)
         for index, run in enumerate(runs, start=1):
             label = self._label(run)
             if is_done(run):
@@ -51,7 +56,11 @@ class Sweep(SweepPlan):
         results = collect_results(runs)
         write_results_csv(self.out / "results.csv", results)
         curves = collect_curves(runs)
-        summary = write_summary(self.out / "summary.md", results, self.spec.label, self.describe(self.command), curves)
+        description = self.describe(self.command)
+        missing = [r["id"] for r in runs if r["id"] != "pretext" and not is_done(r)]
+        if missing:  # an interrupted sweep or --report_only: say which planned runs the tables lack
+            description += f"\n- not finished, left out of these tables: {', '.join(missing)}"
+        summary = write_summary(self.out / "summary.md", results, self.spec.label, description, curves)
         pretext_test = self.isl_data.test if self.isl_data else None
         figures = make_figures(self.out, results, runs, self.spec.label, self.task, pretext_test)
         if curves:
@@ -84,6 +93,7 @@ def sweep(
     imagenet_weights: str | None = None,
     example: int = 0,
     bundle_args: dict[str, Any] | None = None,
+    report_only: bool | str = False,
 ) -> str:
     """The paper's experiment: segmentation trained on N images, ISL pretraining vs a baseline init, per seed.
 
@@ -114,6 +124,8 @@ def sweep(
         imagenet_weights: torchvision ``densenet121-a639ec97.pth`` (default: the torch hub cache).
         example: index of the test image shown in the example panel.
         bundle_args: extra overrides for the segmentation training, e.g. ``'{"learning_rate": 0.01}'``.
+        report_only: train nothing; write results.csv, summary.md and figures/ from the runs finished so far (the
+            summary names the planned runs that are missing), e.g. while other processes still run the rest.
 
     Returns:
         The path of ``summary.md``.
@@ -138,7 +150,7 @@ def sweep(
         extra=bundle_args,
     )
     runner.command = _invocation(locals())
-    runner.run()
+    runner.run(report_only=bundle_utils.as_bool(report_only))
     return str(runner.out / "summary.md")
 
 
