@@ -34,8 +34,6 @@ class Sweep(SweepPlan):
         todo = [r for r in runs if not is_done(r)]
         print(f"sweep {self.task}: {len(runs)} runs ({len(runs) - len(todo)} already finished) -> {self.out}")
         if report_only:
-            if todo:
-                print(f"report only: {len(todo)} unfinished run(s) left out: {', '.join(r['id'] for r in todo)}")
             return self.report(runs)
         for index, run in enumerate(runs, start=1):
             label = self._label(run)
@@ -60,6 +58,7 @@ class Sweep(SweepPlan):
         missing = [r["id"] for r in runs if r["id"] != "pretext" and not is_done(r)]
         if missing:  # an interrupted sweep or --report_only: say which planned runs the tables lack
             description += f"\n- not finished, left out of these tables: {', '.join(missing)}"
+            print(f"{len(missing)} unfinished run(s) left out of the tables: {', '.join(missing)}")
         summary = write_summary(self.out / "summary.md", results, self.spec.label, description, curves)
         pretext_test = self.isl_data.test if self.isl_data else None
         figures = make_figures(self.out, results, runs, self.spec.label, self.task, pretext_test)
