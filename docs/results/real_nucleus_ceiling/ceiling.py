@@ -1,0 +1,129 @@
+"""How far the calibrated ISL start can go on the real nucleus test half: threshold ceilings of a dapi_isl model.
+
+For the annotated tiles, the validation strip and the test half of a ``nucleus_seg`` datalist (``isl_nuclei_256``,
+``docs/results/real_nucleus_cpu/make_tiles.py``), predict the stain with the dapi_isl model, fit the transfer
+threshold (``monai_isl.calibration.best_threshold``, what ``calibrate: true`` uses for the shift) on each of them,
+and score the test half at each threshold. The test half's own best threshold ("oracle") is the ceiling of any
+calibration of this model; the registered DAPI itself, through the same procedure, is the ceiling of a perfect
+ISL model (the labels are derived from DAPI). Also with 8-fold test-time augmentation (flips x 90-degree
+rotations, averaged). The numbers say whether the missing IoU is in the calibration, in fine-tuning, or in the
+pretext model.
+
+    python docs/results/real_nucleus_ceiling/ceiling.py --datalist outputs/isl_nuclei_256/nucleus_seg.json \
+        --isl_checkpoint outputs/exp/pretext_dapi/models/model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_nucleus_transfer import _field, _scale  # noqa: E402
+
+from monai_isl.calibration import best_threshold  # noqa: E402
+from monai_isl.io import read_image  # noqa: E402
+from monai_isl.networks import load_isl_weights, nucleus_network  # noqa: E402
+
+
+def _item(item: dict, base: Path) -> dict:
+    def ab(p: str) -> str:
+        return p if Path(p).is_absolute() else str(base / p)
+
+    label = item["label"] if isinstance(item["label"], str) else item["label"][0]
+    return {"image": [ab(p) for p in item["image"]], "label": ab(label)}
+
+
+def predict(unet: torch.nn.Module, image: np.ndarray, tta: bool) -> np.ndarray:
+    """The predicted stain of one scaled (C, H, W) field, optionally averaged over the 8 flips/rotations."""
+    x = torch.from_numpy(image)[None]
+    outs = []
+    with torch.no_grad():
+        for k in range(4) if tta else [0]:
+            for flip in (False, True) if tta else (False,):
+                xx = torch.rot90(x, k, (2, 3))
+                xx = xx.flip(3) if flip else xx
+                o = unet(xx)
+                o = o.flip(3) if flip else o
+                outs.append(torch.rot90(o, -k, (2, 3)))
+    return torch.stack(outs).mean(0)[0, 0].numpy()
+
+
+def iou(pred: np.ndarray, mask: np.ndarray, t: float) -> float:
+    p = pred > t
+    return float((p & mask).sum() / max((p | mask).sum(), 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datalist", required=True)
+    p.add_argument("--isl_checkpoint", required=True)
+    p.add_argument("--dapi_dir", default="outputs/isl_condition_b", help="prepare isl_example folder (dapi.tif)")
+    p.add_argument("--percentiles", default="1.0,99.8")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    pct = tuple(float(v) for v in args.percentiles.split(","))
+    datalist = json.loads(Path(args.datalist).read_text())
+    base = Path(args.datalist).parent
+    fields = {f"tile{i}": _field(_item(it, base)) for i, it in enumerate(datalist["training"])}
+    fields["validation"] = _field(_item(datalist["validation"][0], base))
+    fields["test"] = _field(_item(datalist["test"][0], base))
+    masks = {k: m for k, (_, m) in fields.items()}
+    net = nucleus_network(in_channels=next(iter(fields.values()))[0].shape[0], init="isl", load_pretrained=False)
+    load_isl_weights(net[0], args.isl_checkpoint, bundle="dapi_isl")
+    unet = net[0].eval()
+    sources = {}
+    for tta in (False, True):
+        name = "ISL + TTA (8 dihedral)" if tta else "ISL"
+        sources[name] = {k: predict(unet, _scale(im, pct), tta) for k, (im, _) in fields.items()}
+    # the registered DAPI of the same pixels (the labels' source): a perfect ISL model. Tiles sit in the training
+    # image; find each by matching its phase pixels.
+    dapi_dir = Path(args.dapi_dir)
+    dapi = {}
+    for split in ("training", "validation", "test"):
+        d = np.asarray(read_image(dapi_dir / split / "dapi.tif"), np.float32).squeeze()
+        ph = np.asarray(read_image(dapi_dir / split / "phase_z00.tif"), np.float32).squeeze()
+        dapi[split] = (_scale(d[None], (1.0, 99.9))[0], ph)
+    perfect = {"validation": dapi["validation"][0], "test": dapi["test"][0]}
+    d_tr, ph_tr = dapi["training"]
+    for k, (im, _) in fields.items():
+        if not k.startswith("tile"):
+            continue
+        hits = np.argwhere(ph_tr == im[0, 0, 0])
+        for y, x in hits:
+            h, w = im.shape[1:]
+            if np.array_equal(ph_tr[y : y + h, x : x + w], im[0]):
+                perfect[k] = d_tr[y : y + h, x : x + w]
+                break
+    if len(perfect) == len(fields):
+        sources = {"registered DAPI (perfect ISL)": perfect, **sources}
+    tiles = [k for k in fields if k.startswith("tile")]
+    fits = " | ".join(f"fit on {k}" for k in tiles)
+    print(f"| prediction | p99 on test | {fits} | fit on all tiles | fit on validation | test's own best (ceiling) |")
+    print("|---" * (len(tiles) + 5) + "|")
+    for name, pred in sources.items():
+        cells = []
+        for k in tiles:
+            t, _ = best_threshold(pred[k], masks[k])
+            cells.append(f"{iou(pred['test'], masks['test'], t):.3f} (t {t:.3f})")
+        all_pred = np.concatenate([pred[k].ravel() for k in tiles])
+        t_all, _ = best_threshold(all_pred, np.concatenate([masks[k].ravel() for k in tiles]))
+        t_val, _ = best_threshold(pred["validation"], masks["validation"])
+        t_te, best = best_threshold(pred["test"], masks["test"])
+        test, truth = pred["test"], masks["test"]
+        row = [f"{np.percentile(test, 99):.3f}", *cells, f"{iou(test, truth, t_all):.3f}"]
+        row += [f"{iou(test, truth, t_val):.3f} (t {t_val:.3f})", f"**{best:.3f}** (t {t_te:.3f})"]
+        print(f"| {name} | " + " | ".join(row) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
