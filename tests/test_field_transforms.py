@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from monai.data import CacheDataset
-from monai.transforms import Compose
+from monai.data import CacheDataset, list_data_collate
+from monai.transforms import Compose, RandRotate90d
 
 from monai_isl.data import load_datalist
 from monai_isl.io import read_image, write_image
@@ -103,11 +103,24 @@ def test_crops_skip_empty_targets_and_are_seeded() -> None:
     assert [tuple(s["crop_start"]) for s in again(item)] == [tuple(s["crop_start"]) for s in samples]
 
 
-def test_crop_larger_than_field_takes_whole_field() -> None:
-    item = {"image": np.zeros((1, 20, 64), np.uint8)}
+def test_crop_larger_than_field_takes_whole_field_padded_to_roi() -> None:
+    # a field of 20 rows under 32x32 crops: the 20 rows whole, mirrored 6 rows up and 6 down, the label alike
+    image = np.arange(20 * 64, dtype=np.float32).reshape(1, 20, 64)
+    item = {"image": image, "label": image.copy()}
     with pytest.warns(UserWarning, match="smaller than roi_size"):
-        samples = RandCropSamplesd("image", roi_size=32, num_samples=2)(item)
-    assert samples[0]["image"].shape == (1, 20, 32)
+        samples = RandCropSamplesd(["image", "label"], roi_size=32, num_samples=4)(item)
+    for s in samples:
+        assert s["image"].shape == s["label"].shape == (1, 32, 32)
+        y, x = s["crop_start"]
+        assert y == 0
+        np.testing.assert_array_equal(s["image"][:, 6:26], image[:, :, x : x + 32])
+        np.testing.assert_array_equal(s["image"][:, 5], s["image"][:, 7])  # reflection about the first row
+        np.testing.assert_array_equal(s["image"][:, 26], s["image"][:, 24])
+        np.testing.assert_array_equal(s["label"], s["image"])
+    # the reason: rotated and unrotated crops of one field must stack into one batch (they did not: 20x32 vs 32x20)
+    rotate = RandRotate90d(keys=["image", "label"], prob=1.0)
+    batch = list_data_collate([rotate(s) if i % 2 else s for i, s in enumerate(samples)])
+    assert tuple(batch["image"].shape) == (4, 1, 32, 32)
 
 
 def test_write_field_names_outputs_after_the_input(tmp_path: Path) -> None:

@@ -255,6 +255,14 @@ class ApplyPercentilesd(MapTransform):
         return d
 
 
+def _pad_reflect(crop: np.ndarray | torch.Tensor, size: tuple[int, ...]) -> np.ndarray | torch.Tensor:
+    """Pad the spatial axes of a (C, H, W) crop by reflection, centred, to ``size`` (any amount: numpy repeats)."""
+    widths = [(0, 0)] + [((r - s) // 2, r - s - (r - s) // 2) for s, r in zip(crop.shape[1:], size)]
+    if isinstance(crop, np.ndarray):
+        return np.pad(crop, widths, mode="reflect")
+    return torch.as_tensor(np.pad(crop.cpu().numpy(), widths, mode="reflect"), dtype=crop.dtype)
+
+
 class RandCropSamplesd(Randomizable, MapTransform):
     """Cut ``num_samples`` random ``roi_size`` crops per field (the paper: 5 crops of 512x512 per image).
 
@@ -262,7 +270,9 @@ class RandCropSamplesd(Randomizable, MapTransform):
     of its ``signal_key`` pixels is "signal", as the reference code skips crops with an empty target. Signal is
     ``value > signal_threshold`` after percentile scaling when ``<signal_key>_percentiles`` is present (fluorescence)
     and ``value > 0`` otherwise (masks and instance labels). A field smaller than ``roi_size`` along an axis is
-    taken whole along that axis (with a warning), so small test fields still train.
+    taken whole along that axis and padded by reflection to ``roi_size`` (with a warning): every crop has the same
+    square shape, so the 90-degree rotations and a batch of fields of different sizes still stack (a 496x1024 field
+    under the paper's 512x512 crops gave 496x512 and 512x496 crops, which did not). Image and labels are padded alike.
     Returns a list of items, one per crop, as MONAI's ``RandSpatialCropSamplesd`` does.
     """
 
@@ -309,7 +319,8 @@ class RandCropSamplesd(Randomizable, MapTransform):
         roi = tuple(min(s, r) for s, r in zip(shape, self.roi_size))
         if roi != self.roi_size and not self._warned:
             warnings.warn(
-                f"field '{d.get('name', '?')}' {shape} is smaller than roi_size {self.roi_size}: cropping {roi}",
+                f"field '{d.get('name', '?')}' {shape} is smaller than roi_size {self.roi_size}: cropping {roi}, "
+                f"padded by reflection to {self.roi_size}",
                 stacklevel=2,
             )
             self._warned = True
@@ -324,7 +335,8 @@ class RandCropSamplesd(Randomizable, MapTransform):
             for key in self.key_iterator(d):
                 crop = d[key][(slice(None), *window)]
                 # a copy of the crop only: the sample must not keep a memory-mapped or cached field alive
-                sample[key] = np.array(crop) if isinstance(crop, np.ndarray) else crop.clone()
+                crop = np.array(crop) if isinstance(crop, np.ndarray) else crop.clone()
+                sample[key] = _pad_reflect(crop, self.roi_size) if roi != self.roi_size else crop
             sample["crop_start"] = np.asarray(start)
             samples.append(sample)
         return samples
