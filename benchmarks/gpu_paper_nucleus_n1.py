@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report_dir", default=None, help="copy the report and the sweeps' summaries here ($OUT)")
     p.add_argument("--seeds", default="0")
     p.add_argument("--isl_steps", type=int, default=2000, help="steps of each dapi_isl pretext model")
-    p.add_argument("--budget_s", type=float, default=450.0, help="wall time for the whole script")
+    p.add_argument("--budget_s", type=float, default=420.0, help="wall time for the whole script")
     p.add_argument("--fraction", type=float, default=None, help="fraction of the paper's steps (default: fit budget)")
     p.add_argument("--workers", type=int, default=3, help="data-loader workers per run (4 runs share the CPUs)")
     p.add_argument("--smoke", action="store_true", help="tiny data, 3 steps per run, CPU: checks the script only")

@@ -11,6 +11,6 @@ python docs/results/real_nucleus_cpu/make_tiles.py "$out/isl_condition_b" "$out/
 pip download -q --no-deps --only-binary :all: -d "$out/wheels" monai==1.6.1 pytorch-ignite==0.5.5 fire==0.7.1 termcolor==3.3.0
 du -sh "$out"
 cat <<'CMD'
-device command (carry ["outputs/gpu"], timeout_s 600; ~7.5 min of it):
+device command (carry ["outputs/gpu"], timeout_s 600; ~7 min of it):
 set -o pipefail; python3 -m pip install -q --no-deps --no-index outputs/gpu/wheels/*.whl && PYTHONUNBUFFERED=1 PYTHONPATH=$PWD python3 benchmarks/gpu_paper_nucleus_n1.py --report_dir $OUT 2>&1 | tee $OUT/log.txt
 CMD
