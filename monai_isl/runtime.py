@@ -19,12 +19,14 @@ windows are in flight, each with its own activations; only 2 cores were availabl
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 from monai.inferers import SlidingWindowInferer
+from monai.utils import fall_back_tuple
 from torch import nn
 
 from .bundle import as_bool
@@ -75,6 +77,11 @@ class WindowParallelInferer(SlidingWindowInferer):
     plain sliding window for non-CPU inputs, a network in training mode (BatchNorm statistics must not be updated
     from two threads), autocast, or the ``with_coord`` / ``condition`` variants. The caller's grad mode
     (``no_grad`` / ``inference_mode``) is applied in the worker threads, which do not inherit it.
+
+    A field smaller than the window along an axis is not padded with zeros up to the window, as MONAI's sliding
+    window does: the window shrinks to the field there (the network pads to its stride by replication). A 256x256
+    annotated tile in a 512x512 window was seen with a dark frame, which moved the calibrated ISL threshold on it
+    (docs/results/real_nucleus_ceiling). Fields at least as large as the window are cut exactly as before.
     """
 
     def __init__(self, *args: Any, threads: int = 1, **kwargs: Any) -> None:
@@ -91,9 +98,21 @@ class WindowParallelInferer(SlidingWindowInferer):
             and not torch.is_autocast_enabled("cpu")
         )
 
+    def fitted_to(self, inputs: torch.Tensor) -> WindowParallelInferer:
+        """This inferer, or a shallow copy whose window is no larger than ``inputs`` along any spatial axis."""
+        size = tuple(int(s) for s in inputs.shape[2:])
+        roi = tuple(int(r) for r in fall_back_tuple(self.roi_size, size))
+        fitted = tuple(min(r, s) for r, s in zip(roi, size))
+        if fitted == roi:
+            return self
+        other = copy.copy(self)
+        other.roi_size, other.roi_weight_map = fitted, None  # MONAI weights the smaller window itself
+        return other
+
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        fitted = self.fitted_to(inputs)  # the windows' geometry; the thread pool stays this inferer's
         if not self._per_window_ok(inputs, network, kwargs):
-            return super().__call__(inputs, network, *args, **kwargs)
+            return SlidingWindowInferer.__call__(fitted, inputs, network, *args, **kwargs)
         if self._pool is None and self.threads > 1:  # threads with one intra-op thread each (a per-thread setting)
             self._pool = ThreadPoolExecutor(self.threads, "window", torch.set_num_threads, (1,))
         pool, grad, inference = self._pool, torch.is_grad_enabled(), torch.is_inference_mode_enabled()
@@ -115,7 +134,7 @@ class WindowParallelInferer(SlidingWindowInferer):
                 return {key: torch.cat([o[key] for o in outputs]) for key in outputs[0]}
             return type(outputs[0])(torch.cat(parts) for parts in zip(*outputs))
 
-        return super().__call__(inputs, per_window_network, *args, **kwargs)
+        return SlidingWindowInferer.__call__(fitted, inputs, per_window_network, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:  # the thread pool cannot be pickled or deep-copied
         state = dict(self.__dict__)

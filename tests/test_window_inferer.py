@@ -123,3 +123,23 @@ def test_copy_pickle_and_default_threads() -> None:
     assert default_window_threads("cpu") == torch.get_num_threads()
     assert default_window_threads(torch.device("cpu")) == torch.get_num_threads()
     assert default_window_threads("cuda:0") == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_field_smaller_than_the_window_is_not_zero_padded(threads: int) -> None:
+    """A 40x100 field under 48x48 windows: rows are one window of 40 (not 40 + 8 zero rows), so the output is the
+    network's own on those rows; MONAI's zero-padded window differs at the border (the net's bias sees zeros)."""
+    net = Recorder().eval()
+    x = torch.rand(1, 1, 40, 100, generator=torch.Generator().manual_seed(2)) + 1.0  # far from the zero padding
+    with torch.no_grad():
+        out = WindowParallelInferer(48, 4, 0.25, mode="gaussian", threads=threads)(x, net)
+        reference = SlidingWindowInferer((40, 48), 4, 0.25, mode="gaussian")(x, net.body)  # the window fitted by hand
+        padded = SlidingWindowInferer(48, 4, 0.25, mode="gaussian")(x, net.body)  # MONAI: pads rows with zeros
+        whole = net.body(x[:, :, :, :48])
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[..., :30], whole[..., :30], rtol=1e-5, atol=1e-6)  # the first window alone there
+    assert (out - padded).abs().amax() > 1e-3, "the zero-padded window must differ, else this test shows nothing"
+    assert all(c["batch"] == 1 for c in net.calls)
+    small = torch.rand(1, 1, 20, 24)
+    with torch.no_grad():  # smaller than the window on both axes: one pass of the network over the whole field
+        torch.testing.assert_close(WindowParallelInferer(48, 4, 0.25, threads=threads)(small, net), net.body(small))
