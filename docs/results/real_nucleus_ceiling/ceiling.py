@@ -10,7 +10,7 @@ rotations, averaged). The numbers say whether the missing IoU is in the calibrat
 pretext model.
 
     python docs/results/real_nucleus_ceiling/ceiling.py --datalist outputs/isl_nuclei_256/nucleus_seg.json \
-        --isl_checkpoint outputs/exp/pretext_dapi/models/model.pt
+        --isl_checkpoint outputs/exp/pretext_dapi/models/model.pt [--inferer window --tta false]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.inferers import SlidingWindowInferer
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
@@ -32,6 +33,7 @@ from bench_nucleus_transfer import _field, _scale  # noqa: E402
 from monai_isl.calibration import best_threshold  # noqa: E402
 from monai_isl.io import read_image  # noqa: E402
 from monai_isl.networks import load_isl_weights, nucleus_network  # noqa: E402
+from monai_isl.runtime import WindowParallelInferer  # noqa: E402
 
 
 def _item(item: dict, base: Path) -> dict:
@@ -42,16 +44,23 @@ def _item(item: dict, base: Path) -> dict:
     return {"image": [ab(p) for p in item["image"]], "label": ab(label)}
 
 
-def predict(unet: torch.nn.Module, image: np.ndarray, tta: bool) -> np.ndarray:
-    """The predicted stain of one scaled (C, H, W) field, optionally averaged over the 8 flips/rotations."""
+def predict(unet: torch.nn.Module, image: np.ndarray, tta: bool, inferer: str = "one_pass") -> np.ndarray:
+    """The predicted stain of one scaled (C, H, W) field, optionally averaged over the 8 flips/rotations.
+
+    ``inferer``: ``one_pass`` (the whole field at once), ``window`` (the bundles' 512x512 sliding window,
+    ``monai_isl.runtime.WindowParallelInferer``) or ``monai_window`` (MONAI's, which zero-pads a smaller field).
+    """
     x = torch.from_numpy(image)[None]
+    windows = {"window": WindowParallelInferer, "monai_window": SlidingWindowInferer}
+    if inferer in windows:
+        run = windows[inferer](roi_size=(512, 512), sw_batch_size=4, overlap=0.1875, mode="gaussian")
     outs = []
     with torch.no_grad():
         for k in range(4) if tta else [0]:
             for flip in (False, True) if tta else (False,):
                 xx = torch.rot90(x, k, (2, 3))
                 xx = xx.flip(3) if flip else xx
-                o = unet(xx)
+                o = run(xx, unet) if inferer in windows else unet(xx)
                 o = o.flip(3) if flip else o
                 outs.append(torch.rot90(o, -k, (2, 3)))
     return torch.stack(outs).mean(0)[0, 0].numpy()
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--isl_checkpoint", required=True)
     p.add_argument("--dapi_dir", default="outputs/isl_condition_b", help="prepare isl_example folder (dapi.tif)")
     p.add_argument("--percentiles", default="1.0,99.8")
+    p.add_argument("--inferer", default="one_pass", choices=["one_pass", "window", "monai_window"])
+    p.add_argument("--tta", default="true", help="also the 8-fold test-time augmentation rows")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pct = tuple(float(v) for v in args.percentiles.split(","))
@@ -81,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     load_isl_weights(net[0], args.isl_checkpoint, bundle="dapi_isl")
     unet = net[0].eval()
     sources = {}
-    for tta in (False, True):
+    for tta in (False, True) if args.tta.lower() == "true" else (False,):
         name = "ISL + TTA (8 dihedral)" if tta else "ISL"
-        sources[name] = {k: predict(unet, _scale(im, pct), tta) for k, (im, _) in fields.items()}
+        sources[name] = {k: predict(unet, _scale(im, pct), tta, args.inferer) for k, (im, _) in fields.items()}
     # the registered DAPI of the same pixels (the labels' source): a perfect ISL model. Tiles sit in the training
     # image; find each by matching its phase pixels.
     dapi_dir = Path(args.dapi_dir)
