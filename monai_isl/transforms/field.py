@@ -270,9 +270,10 @@ class RandCropSamplesd(Randomizable, MapTransform):
     of its ``signal_key`` pixels is "signal", as the reference code skips crops with an empty target. Signal is
     ``value > signal_threshold`` after percentile scaling when ``<signal_key>_percentiles`` is present (fluorescence)
     and ``value > 0`` otherwise (masks and instance labels). A field smaller than ``roi_size`` along an axis is
-    taken whole along that axis and padded by reflection to ``roi_size`` (with a warning): every crop has the same
-    square shape, so the 90-degree rotations and a batch of fields of different sizes still stack (a 496x1024 field
-    under the paper's 512x512 crops gave 496x512 and 512x496 crops, which did not). Image and labels are padded alike.
+    taken whole along that axis and padded by reflection to ``roi_size`` (with a warning): every crop has the shape
+    ``roi_size``, so the 90-degree rotations and a batch of fields of different sizes still stack (a 496x1024 field
+    under the paper's 512x512 crops gave 496x512 and 512x496 crops, which did not). Image and labels are padded alike
+    (an instance cut by the field's border and its mirror image share an id: one object across the border).
     Returns a list of items, one per crop, as MONAI's ``RandSpatialCropSamplesd`` does.
     """
 
