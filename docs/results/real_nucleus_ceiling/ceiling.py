@@ -16,7 +16,6 @@ pretext model.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,17 +30,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_nucleus_transfer import _field, _scale  # noqa: E402
 
 from monai_isl.calibration import best_threshold  # noqa: E402
+from monai_isl.data import load_datalist  # noqa: E402
 from monai_isl.io import read_image  # noqa: E402
+from monai_isl.metrics import iou_score  # noqa: E402
 from monai_isl.networks import load_isl_weights, nucleus_network  # noqa: E402
 from monai_isl.runtime import WindowParallelInferer  # noqa: E402
-
-
-def _item(item: dict, base: Path) -> dict:
-    def ab(p: str) -> str:
-        return p if Path(p).is_absolute() else str(base / p)
-
-    label = item["label"] if isinstance(item["label"], str) else item["label"][0]
-    return {"image": [ab(p) for p in item["image"]], "label": ab(label)}
 
 
 def predict(unet: torch.nn.Module, image: np.ndarray, tta: bool, inferer: str = "one_pass") -> np.ndarray:
@@ -67,8 +60,8 @@ def predict(unet: torch.nn.Module, image: np.ndarray, tta: bool, inferer: str = 
 
 
 def iou(pred: np.ndarray, mask: np.ndarray, t: float) -> float:
-    p = pred > t
-    return float((p & mask).sum() / max((p | mask).sum(), 1))
+    """IoU of ``pred > t`` with the (bool) nucleus mask."""
+    return iou_score(pred > t, mask)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,11 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     pct = tuple(float(v) for v in args.percentiles.split(","))
-    datalist = json.loads(Path(args.datalist).read_text())
-    base = Path(args.datalist).parent
-    fields = {f"tile{i}": _field(_item(it, base)) for i, it in enumerate(datalist["training"])}
-    fields["validation"] = _field(_item(datalist["validation"][0], base))
-    fields["test"] = _field(_item(datalist["test"][0], base))
+    fields = {f"tile{i}": _field(it) for i, it in enumerate(load_datalist(args.datalist, "training"))}
+    fields["validation"] = _field(load_datalist(args.datalist, "validation")[0])
+    fields["test"] = _field(load_datalist(args.datalist, "test")[0])
     masks = {k: m for k, (_, m) in fields.items()}
     net = nucleus_network(in_channels=next(iter(fields.values()))[0].shape[0], init="isl", load_pretrained=False)
     load_isl_weights(net[0], args.isl_checkpoint, bundle="dapi_isl")
