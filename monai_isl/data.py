@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +259,59 @@ def curve_items(
     if not section:
         return []
     return load_datalist(datalist or find_datalist(dataset_dir, task), section)
+
+
+#: the share of each training image held out as the fine-tune guard's validation strip when a datalist has no
+#: ``validation`` section (the bottom rows; ``holdout_fraction`` in the segmentation configs)
+DEFAULT_HOLDOUT_FRACTION = 0.2
+
+
+def holdout_split(
+    items: Sequence[Mapping[str, Any]], fraction: float = DEFAULT_HOLDOUT_FRACTION
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each training item cut in two along its rows: the top ``1 - fraction`` to train on, the bottom ``fraction``
+    to validate on (``region`` keys, read by ``monai_isl.transforms.LoadFieldd``).
+
+    Why: the fine-tune guard must score the start (step 0) and every later model on annotated pixels the network is
+    not trained on, and a user with one annotated image has no other. A strip of every image (rather than whole
+    images) works from N = 1 on and keeps every image's cells in training.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 0.5], or an item that already has a region.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction <= 0.5:
+        raise ValueError(f"holdout_fraction {fraction}: expected a share of each training image in (0, 0.5]")
+    train, held = [], []
+    for item in items:
+        if item.get("region") is not None:
+            raise ValueError(f"training item '{item.get('name')}' already has a region; give a validation section")
+        cut = round(1.0 - fraction, 6)
+        train.append({**item, "region": [[0.0, cut], [0.0, 1.0]]})
+        held.append({**item, "region": [[cut, 1.0], [0.0, 1.0]], "name": f"{item.get('name')} (held-out rows)"})
+    return train, held
+
+
+def segmentation_sections(
+    datalist: str | os.PathLike, holdout_fraction: float | None = DEFAULT_HOLDOUT_FRACTION
+) -> dict[str, list[dict[str, Any]]]:
+    """``training`` and ``validation`` items of a segmentation datalist, with the fine-tune guard's hold-out.
+
+    With a ``validation`` section both are returned as they are. Without one, the bottom ``holdout_fraction`` of
+    every training image becomes the validation set (:func:`holdout_split`), so that the start is scored at step 0
+    and ``model.pt`` is the better of the start and the fine-tuned network. ``holdout_fraction`` 0 or ``None``:
+    no hold-out (the final model is kept, with a warning).
+    """
+    training = load_datalist(datalist, "training")
+    validation = load_datalist(datalist, "validation", optional=True)
+    if validation or not holdout_fraction:
+        return {"training": training, "validation": validation}
+    training, validation = holdout_split(training, float(holdout_fraction))
+    logger.warning(
+        "datalist '%s' has no validation section: the bottom %.0f %% of each of the %d training image(s) is held out "
+        "to score the start (step 0) and select model.pt (holdout_fraction)",
+        datalist,
+        100 * float(holdout_fraction),
+        len(training),
+    )
+    return {"training": training, "validation": validation}

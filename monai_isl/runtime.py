@@ -30,6 +30,7 @@ from monai.utils import fall_back_tuple
 from torch import nn
 
 from .bundle import as_bool
+from .precision import with_precision
 
 __all__ = [
     "prepare_network",
@@ -78,15 +79,18 @@ class WindowParallelInferer(SlidingWindowInferer):
     from two threads), autocast, or the ``with_coord`` / ``condition`` variants. The caller's grad mode
     (``no_grad`` / ``inference_mode``) is applied in the worker threads, which do not inherit it.
 
+    ``precision`` ``bf16`` runs each window under CPU bf16 autocast with float32 outputs (``monai_isl.precision``).
+
     A field smaller than the window along an axis is not padded with zeros up to the window, as MONAI's sliding
     window does: the window shrinks to the field there (the network pads to its stride by replication). A 256x256
     annotated tile in a 512x512 window was seen with a dark frame, which moved the calibrated ISL threshold on it
     (docs/results/real_nucleus_ceiling). Fields at least as large as the window are cut exactly as before.
     """
 
-    def __init__(self, *args: Any, threads: int = 1, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, threads: int = 1, precision: str = "fp32", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.threads = max(int(threads), 1)
+        self.precision = str(precision)
         self._pool: ThreadPoolExecutor | None = None
 
     def _per_window_ok(self, inputs: torch.Tensor, network: Callable, kwargs: dict[str, Any]) -> bool:
@@ -111,7 +115,9 @@ class WindowParallelInferer(SlidingWindowInferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         fitted = self.fitted_to(inputs)  # the windows' geometry; the thread pool stays this inferer's
-        if not self._per_window_ok(inputs, network, kwargs):
+        per_window = self._per_window_ok(inputs, network, kwargs)
+        network = with_precision(network, self.precision)  # autocast per call: it holds in the worker threads too
+        if not per_window:
             return SlidingWindowInferer.__call__(fitted, inputs, network, *args, **kwargs)
         if self._pool is None and self.threads > 1:  # threads with one intra-op thread each (a per-thread setting)
             self._pool = ThreadPoolExecutor(self.threads, "window", torch.set_num_threads, (1,))

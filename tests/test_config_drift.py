@@ -86,6 +86,12 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "curve_datalist",
         "curve#*",
         "run_steps#curve",
+        # segmentation bundles only: the fine-tune guard (step-0 score, hold-out strips, FineTuneGuard handler)
+        "holdout_fraction",
+        "sections",
+        "train#dataset#data",
+        "validate#dataset#data",
+        "train#handlers#5#*",
     ),
     "evaluate.yaml": (
         "network_def#*",

@@ -2,6 +2,7 @@
 
 from .checkpoint import AtomicCheckpointSaver, atomic_save, keep_final_model  # noqa: F401
 from .curve import LearningCurve  # noqa: F401
+from .guard import FineTuneGuard  # noqa: F401
 from .naming import image_names  # noqa: F401
 from .nonfinite import NonFiniteLossError, StopOnNonFiniteLoss  # noqa: F401
 from .regression import PearsonCorrelation  # noqa: F401

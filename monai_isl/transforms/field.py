@@ -112,6 +112,8 @@ class LoadFieldd(MapTransform):
         require_foreground: keys (annotations) that must hold at least one pixel > 0, as training labels must.
         require_contrast: keys (ISL targets: stain images) whose every channel must hold more than one value; an
             all-zero or constant target teaches nothing (and its percentile scaling divides by zero).
+
+    An item with a ``region`` (:data:`REGION_KEY`) is cut to it after loading (:func:`crop_region`).
     """
 
     def __init__(
@@ -164,8 +166,32 @@ class LoadFieldd(MapTransform):
                     f"key '{key}': annotation {files} is empty (no pixel > 0); a training image needs at least one "
                     "annotated object: check the file or remove the item"
                 )
-            d[key] = stacked
+            d[key] = crop_region(stacked, d.get(REGION_KEY), str(key))
         return d
+
+
+#: item key of a sub-field: ``[[start, stop], ...]`` fractions per spatial axis (``monai_isl.data.holdout_split``)
+REGION_KEY = "region"
+
+
+def crop_region(array: np.ndarray, region: Sequence[Sequence[float]] | None, key: str = "image") -> np.ndarray:
+    """``array`` (C, H, W...) cut to ``region``: per spatial axis a ``[start, stop]`` fraction of its length.
+
+    A region lets one annotated image serve two purposes, training on one part and validation (the step-0 score of
+    the fine-tune guard) on the other, without writing cropped copies of the user's files. ``None``: unchanged.
+    """
+    if region is None:
+        return array
+    spatial = array.shape[1:]
+    if len(region) != len(spatial):
+        raise DataError(f"key '{key}': region {region} needs one [start, stop] per spatial axis of {spatial}")
+    window = [slice(None)]
+    for (start, stop), size in zip(region, spatial):
+        lo, hi = int(round(float(start) * size)), int(round(float(stop) * size))
+        if not 0 <= lo < hi <= size:
+            raise DataError(f"key '{key}': region {region} is empty or outside the field of shape {spatial}")
+        window.append(slice(lo, hi))
+    return np.ascontiguousarray(array[tuple(window)])
 
 
 def _channel_message(key: str, expected: int, got: int, files: list[str], planes: list[int]) -> str:
