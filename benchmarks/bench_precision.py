@@ -145,7 +145,7 @@ def equivalence(bundle: str, dataset: Path, model: Path) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=60, help="fp32 training steps of the models trained here")
+    ap.add_argument("--steps", type=int, default=100, help="fp32 training steps of the models trained here")
     ap.add_argument("--cell_model", type=Path)
     ap.add_argument("--cell_dataset", type=Path)
     ap.add_argument("--stain_model", type=Path)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         if None in (args.cell_model, args.stain_model) and None in (args.cell_dataset, args.stain_dataset):
             from monai_isl.synthetic import write_dataset
 
-            synthetic = write_dataset(tmp / "synthetic", n_images=6, size=256, seed=0)
+            synthetic = write_dataset(tmp / "synthetic", n_images=20, size=256, seed=0)  # 4 test fields
         cell_data = args.cell_dataset or synthetic
         stain_data = args.stain_dataset or synthetic
         cell_model = args.cell_model or _train("cell_instance_seg", cell_data, tmp / "cell", args.steps)

@@ -95,11 +95,22 @@ def test_guard_reports_whether_fine_tuning_beat_the_start(
     assert ("FINE-TUNING DID NOT BEAT THE START" in caplog.text) is (not improved)
 
 
-def _random_isl(path: Path) -> Path:
+def _train_without_validation(synth_dir: Path, tmp_path: Path, **overrides) -> tuple[Path, Path]:
+    """nucleus_seg from a stand-in dapi_isl model on a datalist without a validation section; (models, isl)."""
     torch.manual_seed(0)
-    net = PaddedFlexibleUNet(in_channels=3, out_channels=1, backbone="densenet121", spatial_dims=2)
-    torch.save(net.state_dict(), path)
-    return path
+    isl = tmp_path / "dapi.pt"
+    torch.save(
+        PaddedFlexibleUNet(in_channels=3, out_channels=1, backbone="densenet121", spatial_dims=2).state_dict(), isl
+    )
+    models = train_tiny(
+        "nucleus_seg",
+        tmp_path,
+        datalist=str(_datalist_without_validation(synth_dir, "nucleus_seg")),
+        init="isl",
+        isl_checkpoint=str(isl),
+        **{**TINY_ONE_EPOCH, **overrides},
+    )
+    return models, isl
 
 
 def test_without_validation_section_the_start_is_scored_and_can_be_kept(
@@ -107,16 +118,8 @@ def test_without_validation_section_the_start_is_scored_and_can_be_kept(
 ) -> None:
     """No validation section, validation only at step 0: model.pt can only come from the step-0 validation on the
     held-out strips, so it must be the untrained ISL start (before the guard: the final network, never scored)."""
-    isl = _random_isl(tmp_path / "dapi.pt")
-    models = train_tiny(
-        "nucleus_seg",
-        tmp_path,
-        datalist=str(_datalist_without_validation(synth_dir, "nucleus_seg")),
-        init="isl",
-        isl_checkpoint=str(isl),
-        **TINY_ONE_EPOCH,
-        val_interval=1000,
-        **{"train#handlers#0#exec_at_end": False},
+    models, isl = _train_without_validation(
+        synth_dir, tmp_path, val_interval=1000, **{"train#handlers#0#exec_at_end": False}
     )
     saved = torch.load(models / "model.pt", map_location="cpu")
     start = torch.load(isl, map_location="cpu")
@@ -132,17 +135,7 @@ def test_without_validation_section_the_start_is_scored_and_can_be_kept(
 def test_without_validation_section_model_pt_is_the_best_scored_network(synth_dir: Path, tmp_path: Path) -> None:
     """Validated at step 0 and after every epoch on the held-out strips: model.pt is the network the report names,
     the start when it scored best, else the later best one (here the last epoch's, checked against the final)."""
-    isl = _random_isl(tmp_path / "dapi.pt")
-    models = train_tiny(
-        "nucleus_seg",
-        tmp_path,
-        datalist=str(_datalist_without_validation(synth_dir, "nucleus_seg")),
-        init="isl",
-        isl_checkpoint=str(isl),
-        **{**TINY_ONE_EPOCH, "max_epochs": 2},
-        val_interval=1,
-        learning_rate=1e-2,
-    )
+    models, isl = _train_without_validation(synth_dir, tmp_path, max_epochs=2, val_interval=1, learning_rate=1e-2)
     report = json.loads((tmp_path / "runs" / "fine_tune_guard.json").read_text())
     saved = torch.load(models / "model.pt", map_location="cpu")
     reference = torch.load(isl, map_location="cpu")

@@ -310,7 +310,7 @@ def test_without_validation_the_final_model_is_model_pt(
     """A dataset without a validation section: the run datalists (segmentation and pretext) get an empty one, not a
     training field (with one, the step-0 validation made the untrained network model.pt, and an interval beyond the
     run kept it), the schedule's validation interval stays (checkpoints and learning-curve points), and the worker
-    evaluates model.pt, which the bundle keeps as the final model with its fitted h."""
+    evaluates model.pt (the segmentation bundle selects it on the rows it holds out of its training image)."""
     from monai_isl.sweep import worker
 
     data = tmp_path / "data"
@@ -328,7 +328,8 @@ def test_without_validation_the_final_model_is_model_pt(
     runner = sw.Sweep("cell", str(data), str(tmp_path / "o"), [1], ["isl", "none"], [0], quick=True)
     runner.write_splits()
     runs = runner.plan()
-    assert [r["select"] for r in runs] == ["final"] * 3
+    # the pretext keeps its final model; the segmentation runs select on the fine-tune guard's held-out rows
+    assert [r["select"] for r in runs] == ["final"] + ["best on held-out rows"] * 2
     pretext = json.loads((tmp_path / "o" / "pretext" / "datalist.json").read_text())
     assert pretext["validation"] == [] and len(pretext["training"]) > 0
     for run in runs:

@@ -459,7 +459,8 @@ class SweepPlan:
                             "init": init,
                             "seed": seed,
                             "train": overrides,
-                            "select": "best" if self.data.validation else "final",
+                            # no validation section: the bundle's fine-tune guard validates on held-out rows
+                            "select": "best" if self.data.validation else "best on held-out rows",
                             "evaluate": window,
                             "example": dict(window) if first else None,
                             "schedule": asdict(sched),
@@ -470,7 +471,9 @@ class SweepPlan:
     def describe(self, command: str = "") -> str:
         """The settings as markdown bullet points, for summary.md."""
         lines = [f"- command: `{command}`"] if command else []
-        validation = len(self.data.validation) or "none (final model kept)"
+        validation = len(self.data.validation) or (
+            "none (pretext: final model kept; segmentation: the bottom rows of each training image held out)"
+        )
         lines += [
             f"- task: {self.task} (`{self.spec.bundle}`, pretext `{self.spec.pretext}`)",
             f"- dataset: `{shown(self.dataset)}` (datalist `{self.datalist.name}`); "

@@ -100,8 +100,9 @@ def sweep(
         task: ``nucleus`` (pretext dapi_isl -> nucleus_seg, IoU) or ``cell`` (cellmask_isl -> cell_instance_seg, mAP).
         dataset: folder with the segmentation datalist, ``nucleus_seg.json`` / ``cell_instance_seg.json`` or
             ``datalist.json``. Its ``training`` section is the pool the N images are drawn from, ``test`` the
-            fixed test set, and ``validation`` (optional) selects the best epoch; without it the final model is
-            evaluated.
+            fixed test set, and ``validation`` (optional) selects the best epoch; without it each segmentation
+            run holds out the bottom rows of its training images for that (the fine-tune guard), and the pretext
+            keeps its final model.
         sizes: training-set sizes N, comma-separated (each <= the pool size).
         inits: any of ``isl``, ``imagenet``, ``none`` (random init); ``imagenet`` needs local weights.
         seeds: seeds; each seed draws its own nested subsets and seeds the training.
