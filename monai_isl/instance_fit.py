@@ -6,9 +6,10 @@ mAP 0.137 at h = 10 but 0.063 at h = 30), and even on the true target h = 10 spl
 h = 10, 0.79 at 30, 0.87 at 60). :func:`fit_watershed_params` therefore searches ``h`` on a grid made of fractions
 of the predicted distance's own scale (99th percentile inside the predicted mask) plus absolute values, and
 optionally a Gaussian sigma for the predicted distance, keeping a sigma > 0 only when it beats no smoothing by
-``min_sigma_gain``, and jointly a minimum object area (:data:`DEFAULT_MIN_AREA_FRACTIONS` of the annotated
-cells' median area; objects below it are dropped: a trained network's extra objects are mostly specks, see
-:mod:`monai_isl.postprocessing`). :func:`fit_network_watershed` runs a network over datalist items (whole fields
+``min_sigma_gain``, and jointly a minimum object area relative to each field (:data:`DEFAULT_MIN_AREA_FRACTIONS`
+of the field's own typical predicted object; objects below it are dropped: a trained network's extra objects are
+mostly specks, and a pixel count carried from fields of large cells deletes the cells of a field of small ones,
+see :mod:`monai_isl.postprocessing`). :func:`fit_network_watershed` runs a network over datalist items (whole fields
 through a sliding-window inferer), fits, and stores the result in the network's
 :class:`~monai_isl.networks.transfer.CellOutput` buffers (and in ``model.pt``), where
 ``HMaximaWatershedd(h="auto")`` finds it.
@@ -28,7 +29,12 @@ import torch
 from torch import nn
 
 from .metrics.instance import map_by_min_area, mean_average_precision
-from .postprocessing import hmaxima_watershed, smooth_distance
+from .postprocessing import (
+    hmaxima_watershed,
+    remove_relatively_small_instances,
+    smooth_distance,
+    typical_object_area,
+)
 from .transforms.instance import instance_distance
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "min_area_grid_for",
     "predict_fields",
     "store_watershed_params",
+    "trained_area_range",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,8 +62,10 @@ DEFAULT_H_ABSOLUTE = (2.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0)
 #: benchmarks/bench_cell_head.py (sigma 1 and 2 never beat sigma 0 by 0.005 on any variant), so none by default;
 #: pass e.g. ``sigmas=(0.0, 1.0, 2.0)`` to search it.
 DEFAULT_SIGMAS = (0.0,)
-#: minimum object areas tried, as fractions of the median area of the annotated objects (0: keep every object).
-#: On Usiigaci (random init, all 24 training fields) the model's unmatched objects had a median area of 20-70 px
+#: minimum object areas tried, as fractions of each field's typical predicted object
+#: (:func:`~monai_isl.postprocessing.typical_object_area`; 0: keep every object). The grid was first set as
+#: fractions of the annotated cells' median area, in pixels, where on Usiigaci (random init, all 24 training
+#: fields) the model's unmatched objects had a median area of 20-70 px
 #: (``docs/results/real_cell_cpu400/small_objects.py``); fitted on those 24 fields (median cell 2,459 px) the mAP
 #: rose from 0.222 (every object) to 0.307 / 0.338 / 0.342 / 0.339 / 0.328 / 0.294 at 0.05 / 0.2 / 0.3 / 0.4 /
 #: 0.5 / 0.7 x the median: a broad optimum, which this grid spans, stopping at half a cell.
@@ -132,6 +141,7 @@ def fit_watershed_params(
     target_distances: Sequence[np.ndarray] | None = None,
     method: str = "auto",
     min_areas: Sequence[float] | None = None,
+    min_area_fractions: Sequence[float] = DEFAULT_MIN_AREA_FRACTIONS,
 ) -> dict[str, Any]:
     """The ``h``, ``sigma`` and ``min_area`` maximising mean mAP@0.5:0.95 of ``hmaxima_watershed`` against ``labels``.
 
@@ -145,14 +155,17 @@ def fit_watershed_params(
             exceeds the best without smoothing by ``min_sigma_gain``.
         target_distances: the true distance maps (e.g. :func:`~monai_isl.transforms.instance_distance`); if
             given, the h that is best on the perfect target (with the true mask) is reported as a reference.
-        min_areas: the minimum object areas (pixels) to try, jointly with h; None: :func:`min_area_grid_for`
-            (fractions of the annotated objects' median area); ``(0,)``: keep every object (the paper).
+        min_areas: minimum object areas in pixels to try, jointly with h (``(0,)``: keep every object, the
+            paper); None (default): a minimum relative to each field, ``min_area_fractions`` of its own
+            :func:`~monai_isl.postprocessing.typical_object_area`, so that a field of smaller cells keeps them.
+        min_area_fractions: the fractions tried when ``min_areas`` is None (0 always included).
 
     Returns:
-        ``{"h", "sigma", "min_area", "map", "map_all_objects", "scale", "median_area", "map_h10", "table"}``
-        (``map_all_objects``: the best mAP at min_area 0; ``table``: ``(sigma, h, min_area, mAP)`` rows;
-        ``map_h10``: mAP at sigma 0, h 10, min_area 0) and, with targets, ``"target": {"h", "map", "map_h10"}``.
-        Ties go to the smaller sigma, then the smaller h, then the smaller min_area.
+        ``{"h", "sigma", "min_area", "min_area_fraction", "map", "map_all_objects", "scale", "median_area",
+        "map_h10", "table"}``: relative fit: ``min_area`` 0 and the fraction; pixel fit: ``min_area`` and
+        ``min_area_fraction`` None. ``map_all_objects``: the best mAP with every object kept; ``table``:
+        ``(sigma, h, min_area or fraction, mAP)`` rows; ``map_h10``: mAP at sigma 0, h 10, every object kept; with
+        targets also ``"target": {"h", "map", "map_h10"}``. Ties go to the smaller sigma, h, then minimum area.
     """
     if not (len(distances) == len(masks) == len(labels)) or not distances:
         raise ValueError("need as many distances, masks and labels, at least one")
@@ -162,22 +175,25 @@ def fit_watershed_params(
     grid, scale = h_grid_for(distances, masks, mask_threshold)
     if h_grid is not None:
         grid = np.array(sorted({float(h) for h in h_grid}))
-    area_grid, median_area = min_area_grid_for(labels)
-    if min_areas is not None:
+    _, median_area = min_area_grid_for(labels)
+    relative = min_areas is None
+    if relative:  # fractions of each field's own typical predicted object (postprocessing.typical_object_area)
+        area_grid = np.array(sorted({0.0} | {float(f) for f in min_area_fractions}))
+    else:
         area_grid = np.array(sorted({float(a) for a in min_areas}))
-        if area_grid.size == 0 or area_grid.min() < 0 or not np.isfinite(area_grid).all():
-            raise ValueError(f"min_areas must be numbers >= 0, got {list(min_areas)}")
+    if area_grid.size == 0 or area_grid.min() < 0 or not np.isfinite(area_grid).all():
+        raise ValueError(f"min_areas / min_area_fractions must be numbers >= 0, got {list(area_grid)}")
     table: list[tuple[float, float, float, float]] = []
     best_by_sigma: dict[float, tuple[float, float, float]] = {}
     best_all_objects = -1.0
     for sigma in sorted({float(s) for s in sigmas} | {0.0}):
         smoothed = [smooth_distance(d, sigma) for d in distances]
         for h in grid:
-            per_image = [
-                map_by_min_area(y, hmaxima_watershed(d, m, h=float(h), mask_threshold=mask_threshold, method=method),
-                                area_grid)
-                for d, m, y in zip(smoothed, masks, labels)
-            ]  # fmt: skip
+            per_image = []
+            for d, m, y in zip(smoothed, masks, labels):
+                pred = hmaxima_watershed(d, m, h=float(h), mask_threshold=mask_threshold, method=method)
+                pixels = area_grid * typical_object_area(pred) if relative else area_grid
+                per_image.append(map_by_min_area(y, pred, pixels))
             scores = np.mean(per_image, axis=0)
             for a, score in zip(area_grid, scores):
                 table.append((sigma, float(h), float(a), float(score)))
@@ -192,7 +208,8 @@ def fit_watershed_params(
     result: dict[str, Any] = {
         "h": h,
         "sigma": sigma,
-        "min_area": min_area,
+        "min_area": 0.0 if relative else min_area,
+        "min_area_fraction": min_area if relative else None,
         "map": score,
         "map_all_objects": best_all_objects if best_all_objects >= 0 else None,
         "scale": scale,
@@ -214,12 +231,21 @@ def fit_watershed_params(
     return result
 
 
-def store_watershed_params(network: nn.Module, h: float, sigma: float = 0.0, min_area: float = 0.0) -> int:
-    """Write ``h``, ``sigma`` and ``min_area`` into every ``CellOutput`` of ``network``; returns how many.
+def store_watershed_params(
+    network: nn.Module,
+    h: float,
+    sigma: float = 0.0,
+    min_area: float = 0.0,
+    min_area_fraction: float | None = None,
+    area_range: tuple[float, float] | None = None,
+) -> int:
+    """Write ``h``, ``sigma``, ``min_area`` (pixels), ``min_area_fraction`` and ``area_range`` (the typical object
+    areas the network segments, :mod:`monai_isl.scale`; None: none) into every ``CellOutput`` of ``network``;
+    returns how many.
 
     Raises ValueError if the network has none (built before ``CellOutput``: rebuild it with ``cell_network``).
     """
-    from .networks.transfer import cell_outputs
+    from .networks.transfer import NOT_FITTED, cell_outputs
 
     outputs = cell_outputs(network)
     if not outputs:
@@ -229,6 +255,12 @@ def store_watershed_params(network: nn.Module, h: float, sigma: float = 0.0, min
             module.watershed_h.fill_(float(h))
             module.watershed_sigma.fill_(float(sigma))
             module.watershed_min_area.fill_(float(min_area))
+            module.watershed_min_area_fraction.fill_(
+                NOT_FITTED if min_area_fraction is None else float(min_area_fraction)
+            )
+            low, high = (NOT_FITTED, NOT_FITTED) if area_range is None else (float(v) for v in area_range)
+            module.watershed_area_low.fill_(low)
+            module.watershed_area_high.fill_(high)
     return len(outputs)
 
 
@@ -271,7 +303,16 @@ def predict_fields(
 
 
 #: the CellOutput buffers a fit writes back into ``model.pt``
-_STORED_BUFFERS = ("watershed_h", "watershed_sigma", "watershed_min_area", "distance_gain", "distance_offset")
+_STORED_BUFFERS = (
+    "watershed_h",
+    "watershed_sigma",
+    "watershed_min_area",
+    "watershed_min_area_fraction",
+    "watershed_area_low",
+    "watershed_area_high",
+    "distance_gain",
+    "distance_offset",
+)
 
 
 def _load_model_state(path: Path) -> tuple[Any, dict]:
@@ -279,6 +320,31 @@ def _load_model_state(path: Path) -> tuple[Any, dict]:
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         return state, state["model"]
     return state, state
+
+
+def trained_area_range(
+    distances: Sequence[np.ndarray], masks: Sequence[np.ndarray], fitted: dict[str, Any], mask_threshold: float = 0.5
+) -> tuple[float, float] | None:
+    """The cell sizes the network segments: the quartiles over ``distances`` / ``masks`` (the fit fields) of the
+    typical object area of their segmentation with the ``fitted`` values (None without objects). Fields whose
+    typical object lies outside are resampled at inference (:class:`monai_isl.scale.ObjectScaleInferer`)."""
+    areas = []
+    for d, m in zip(distances, masks):
+        labels = hmaxima_watershed(smooth_distance(d, fitted["sigma"]), m, h=fitted["h"], mask_threshold=mask_threshold)
+        labels = remove_relatively_small_instances(labels, fitted["min_area_fraction"] or 0.0, fitted["min_area"])
+        area = typical_object_area(labels)
+        if area > 0:
+            areas.append(area)
+    if not areas:
+        return None
+    return float(np.percentile(areas, 25)), float(np.percentile(areas, 75))
+
+
+def _min_area_text(result: dict[str, Any]) -> str:
+    fraction = result.get("min_area_fraction")
+    if fraction is None:
+        return f"{result['min_area']:g} px"
+    return f"{fraction:g} x each field's typical object"
 
 
 def fit_network_watershed(
@@ -326,7 +392,10 @@ def fit_network_watershed(
         min_areas=min_areas,
         h_grid=h_grid,
     )
-    store_watershed_params(network, result["h"], result["sigma"], result["min_area"])
+    result["area_range"] = trained_area_range(distances, masks, result, mask_threshold)
+    store_watershed_params(
+        network, result["h"], result["sigma"], result["min_area"], result["min_area_fraction"], result["area_range"]
+    )
     if path is not None and path.is_file():
         whole, model_state = _load_model_state(path)
         for name, buf in network.state_dict().items():
@@ -337,11 +406,13 @@ def fit_network_watershed(
         os.replace(tmp, path)
     all_objects = result["map_all_objects"]
     msg = (
-        f"h auto: h={result['h']:.3g} sigma={result['sigma']:g} min_area={result['min_area']:g} px "
+        f"h auto: h={result['h']:.3g} sigma={result['sigma']:g} min_area={_min_area_text(result)} "
         f"mAP={result['map']:.3f} (every object kept: {'-' if all_objects is None else f'{all_objects:.3f}'}; "
         f"h=10: {result['map_h10']:.3f}; predicted distance scale p99={result['scale']:.3g}; median annotated "
         f"object {result['median_area']:.0f} px) on {len(items)} fields"
     )
+    if result["area_range"] is not None:
+        msg += "; typical predicted object {:.0f}-{:.0f} px (quartiles over the fields)".format(*result["area_range"])
     if "target" in result:
         t = result["target"]
         msg += f"; true targets: best h={t['h']:.3g} mAP={t['map']:.3f} (h=10: {t['map_h10']:.3f})"

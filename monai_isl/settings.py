@@ -131,6 +131,17 @@ def choice(*options: str) -> Callable[[str, Any], None]:
     return check_choice
 
 
+def zoom_range(name: str, value: Any) -> None:
+    """``[min_zoom, max_zoom]``: two positive numbers, the first not above the second (``[1, 1]``: no zoom)."""
+    expected = f"setting '{name}': expected [min_zoom, max_zoom] with 0 < min_zoom <= max_zoom, e.g. [0.75, 1.33]"
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{expected}, got {value!r}") from None
+    if not (0 < low <= high < math.inf) or isinstance(value, str):
+        raise SettingError(f"{expected}, got {value!r}")
+
+
 def _preset(name: str, value: Any) -> None:
     from .presets import PRESETS
 
@@ -171,6 +182,9 @@ RULES: dict[str, Callable[[str, Any], None]] = {
     "channels_last": boolean,
     "progress": boolean,
     "write_overlay": boolean,
+    "zoom_range": zoom_range,
+    "intensity_augmentation": boolean,
+    "rescale_cells": boolean,
 }
 
 

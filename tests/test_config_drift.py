@@ -40,6 +40,8 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "out_channels",  # ISL bundles: the stain's channels
         "target_percentiles",  # ISL bundles: the stain's scale
         "min_signal_fraction",
+        "zoom_range",  # cell_instance_seg: augmentation for unseen fields (train#augmentation)
+        "intensity_augmentation",
         "init",
         "isl_bundle",
         "isl_checkpoint",
@@ -86,6 +88,10 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "curve_datalist",
         "curve#*",
         "run_steps#curve",
+        # cell_instance_seg: cell-size resampling at evaluation (monai_isl.scale) around the same window inferer
+        "rescale_cells",
+        "validate#inferer#*",
+        "validate#window_inferer#*",
         # segmentation bundles only: the fine-tune guard (step-0 score, hold-out strips, FineTuneGuard handler)
         "holdout_fraction",
         "sections",
@@ -119,6 +125,11 @@ MAY_DIFFER: dict[str, tuple[str, ...]] = {
         "h_sigma",
         "min_area",
         "handlers#3#*",  # segmentation bundles: the sanity warnings (empty or giant predictions)
+        # cell_instance_seg: `inferer` resamples fields of other cell sizes around `window_inferer` (monai_isl.scale);
+        # the window it slides is still checked against train.yaml's (window_problems follows the wrapper)
+        "rescale_cells",
+        "inferer#*",
+        "window_inferer#*",
     ),
     "multi_gpu_train.yaml": (),
 }
@@ -250,6 +261,8 @@ def window_problems(configs: dict[str, dict]) -> list[str]:
     settings = {}
     for wf, (id_, cfg) in inferers.items():
         raw = _get(cfg, id_)
+        while isinstance(raw.get("inferer"), str) and raw["inferer"].startswith("@"):  # a wrapper (cells: the size
+            raw = _get(cfg, raw["inferer"][1:])  # resampling, monai_isl.scale): the window it slides
         if raw.get("roi_size") != "@sw_roi_size":
             problems.append(f"{wf}: the window is {raw.get('roi_size')!r}, not '@sw_roi_size'")
         settings[wf] = {key: resolve(cfg, raw.get(key, _MISSING)) for key in WINDOW_KEYS}

@@ -23,7 +23,16 @@ from monai_isl.networks.transfer import (
     TransferHead,
     param_groups,
 )
-from monai_isl.postprocessing import HMaximaWatershedd, check_h, hmaxima_watershed, stored_watershed_params
+from monai_isl.postprocessing import (
+    STORED_PARAMS,
+    HMaximaWatershedd,
+    check_h,
+    hmaxima_watershed,
+    remove_relatively_small_instances,
+    remove_small_instances,
+    stored_watershed_params,
+    typical_object_area,
+)
 from monai_isl.synthetic import touching_cells
 from monai_isl.transforms import instance_distance
 
@@ -96,32 +105,83 @@ def _with_specks(seed: int, size: int = 192, n: int = 12) -> tuple[np.ndarray, n
 def test_auto_min_area_drops_specks_and_keeps_cells() -> None:
     fit_labels, fit_dist, fit_prob, largest_speck = _with_specks(0)
     result = fit_watershed_params([fit_dist], [fit_prob], [fit_labels], sigmas=(0.0,))
+    assert result["min_area"] == 0.0 and result["min_area_fraction"] > 0  # the default: relative to each field
     cell_areas = np.bincount(fit_labels.ravel())[1:]
-    assert largest_speck <= result["min_area"] < np.median(cell_areas[cell_areas > 0])
-    labels, dist, prob, _ = _with_specks(1)
+    every_fit = hmaxima_watershed(fit_dist, fit_prob, h=result["h"])
+    threshold = result["min_area_fraction"] * typical_object_area(every_fit)
+    assert largest_speck <= threshold < np.median(cell_areas[cell_areas > 0])
     assert result["map"] > result["map_all_objects"] + 0.05  # on the fitted field
-    kept = hmaxima_watershed(dist, prob, h=result["h"], min_area=result["min_area"])
+    labels, dist, prob, _ = _with_specks(1)
     every = hmaxima_watershed(dist, prob, h=result["h"])
+    kept = remove_relatively_small_instances(every, result["min_area_fraction"])
     assert mean_average_precision(labels, kept) > mean_average_precision(labels, every) + 0.05  # another field
+    # in pixels (a number given, or a grid): the same choice, as a pixel count
+    pixels = fit_watershed_params([fit_dist], [fit_prob], [fit_labels], sigmas=(0.0,), min_areas=(0, 10, 40, 200))
+    assert pixels["min_area_fraction"] is None and largest_speck <= pixels["min_area"] < np.median(cell_areas)
     # without specks nothing is gained by dropping objects: ties go to keeping every object
     clean_labels, clean_dist, clean_prob = _field(0)
-    assert fit_watershed_params([clean_dist], [clean_prob], [clean_labels], sigmas=(0.0,))["min_area"] == 0.0
+    assert fit_watershed_params([clean_dist], [clean_prob], [clean_labels], sigmas=(0.0,))["min_area_fraction"] == 0
     held = fit_watershed_params([fit_dist], [fit_prob], [fit_labels], sigmas=(0.0,), min_areas=(0.0,))
     assert held["min_area"] == 0.0 and held["map"] == pytest.approx(result["map_all_objects"])
-    with pytest.raises(ValueError, match="min_areas must be numbers >= 0"):
+    with pytest.raises(ValueError, match="min_areas / min_area_fractions must be numbers >= 0"):
         fit_watershed_params([fit_dist], [fit_prob], [fit_labels], min_areas=(-1.0,))
+
+
+def test_typical_object_area_is_the_area_weighted_median() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = rng.integers(0, rng.integers(2, 12), size=(rng.integers(1, 30), 17))
+        per_pixel = np.bincount(labels.ravel())[labels[labels > 0]]  # each foreground pixel: its object's area
+        expected = float(np.sort(per_pixel)[math.ceil(per_pixel.size / 2) - 1]) if per_pixel.size else 0.0
+        assert typical_object_area(labels) == expected
+    assert typical_object_area(np.zeros((3, 3), int)) == 0.0
+
+
+def test_relative_min_area_scales_with_the_cells() -> None:
+    """The same fraction keeps the same cells of a field shown at half the size; a pixel count does not."""
+    labels = touching_cells(384, 32.0, seed=0, drop=0.0).astype(np.int64)
+    background = np.argwhere(ndi.binary_erosion(labels == 0, iterations=4)[::4, ::4]) * 4
+    for y, x in background[:: max(1, len(background) // 20)][:20]:
+        labels[y : y + 4, x : x + 4] = labels.max() + 1  # 20 specks of 4 x 4 px where there is no cell
+    small = labels[::2, ::2]  # every cell and speck at half the size (a quarter of the area)
+    fraction = 0.3
+    big_kept = remove_relatively_small_instances(labels, fraction)
+    small_kept = remove_relatively_small_instances(small, fraction)
+    cells = set(np.unique(labels[labels > 0]))
+    kept_big = set(np.unique(labels[big_kept > 0]))
+    kept_small = set(np.unique(small[small_kept > 0]))
+    assert 0 < len(cells - kept_big) and kept_small == kept_big  # the specks go, at both sizes
+    carried = remove_small_instances(small, fraction * typical_object_area(labels))  # the pixel count of the big field
+    assert len(set(np.unique(small[carried > 0]))) < 0.5 * len(kept_big)
+    with pytest.raises(ValueError, match="min_area_fraction must be a number >= 0"):
+        remove_relatively_small_instances(labels, -0.1)
 
 
 def test_model_fitted_before_min_area_keeps_every_object(tmp_path: Path) -> None:
     net = _tiny_cell_net(255.0)
     store_watershed_params(net, 40.0, 0.0, 300.0)
-    old_state = {k: v for k, v in net.state_dict().items() if not k.endswith("watershed_min_area")}
+    old_state = {
+        k: v
+        for k, v in net.state_dict().items()
+        if not k.endswith(("min_area", "min_area_fraction", "area_low", "area_high"))
+    }
     rebuilt = _tiny_cell_net()
     rebuilt.load_state_dict(old_state, strict=True)  # a model.pt fitted before min_area existed
-    assert stored_watershed_params(rebuilt) == {"h": 40.0, "sigma": 0.0, "min_area": 0.0}
-    never_fitted = {k: v for k, v in _tiny_cell_net().state_dict().items() if not k.endswith("watershed_min_area")}
+    assert stored_watershed_params(rebuilt) == {
+        "h": 40.0,
+        "sigma": 0.0,
+        "min_area": 0.0,
+        "min_area_fraction": None,
+        "area_low": None,
+        "area_high": None,
+    }
+    never_fitted = {
+        k: v
+        for k, v in _tiny_cell_net().state_dict().items()
+        if not k.endswith(("min_area", "min_area_fraction", "area_low", "area_high"))
+    }
     rebuilt.load_state_dict(never_fitted, strict=True)
-    assert stored_watershed_params(rebuilt) == {"h": None, "sigma": None, "min_area": None}
+    assert stored_watershed_params(rebuilt) == NOTHING_STORED
     auto = HMaximaWatershedd(keys="pred", h="auto", min_area="auto", params=rebuilt, fallback_h=7.0)
     assert auto.resolved() == (7.0, 0.0, 0.0)
     assert HMaximaWatershedd(keys="pred", h=5.0, min_area=12, params=rebuilt).resolved() == (5.0, 0.0, 12.0)
@@ -140,6 +200,10 @@ def test_h_is_validated() -> None:
         hmaxima_watershed(np.zeros((4, 4)), np.ones((4, 4)), h=-2)
 
 
+#: what a network or model.pt that was never fitted stores
+NOTHING_STORED = {key: None for key in STORED_PARAMS}
+
+
 def _tiny_cell_net(gain: float = 1.0) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(2, 2, 1), nn.Identity(), CellOutput(gain))
@@ -147,18 +211,26 @@ def _tiny_cell_net(gain: float = 1.0) -> nn.Sequential:
 
 def test_stored_h_round_trips_state_dict_model_pt_and_torchscript(tmp_path: Path) -> None:
     net = _tiny_cell_net(255.0)
-    assert stored_watershed_params(net) == {"h": None, "sigma": None, "min_area": None}
-    store_watershed_params(net, 37.5, 1.0, 250.0)
+    assert stored_watershed_params(net) == NOTHING_STORED
+    store_watershed_params(net, 37.5, 1.0, 250.0, 0.25, (900.0, 1800.0))
     torch.save({"model": net.state_dict()}, tmp_path / "model.pt")
     rebuilt = _tiny_cell_net()
     rebuilt.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["model"])
+    FITTED = {
+        "h": 37.5,
+        "sigma": 1.0,
+        "min_area": 250.0,
+        "min_area_fraction": 0.25,
+        "area_low": 900.0,
+        "area_high": 1800.0,
+    }
     assert float(rebuilt[2].distance_gain) == 255.0
-    assert stored_watershed_params(rebuilt) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
-    assert stored_watershed_params(tmp_path / "model.pt") == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
+    assert stored_watershed_params(rebuilt) == FITTED
+    assert stored_watershed_params(tmp_path / "model.pt") == FITTED
     scripted = torch.jit.script(rebuilt)
-    assert stored_watershed_params(scripted) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
+    assert stored_watershed_params(scripted) == FITTED
     scripted.save(str(tmp_path / "model.ts"))
-    assert stored_watershed_params(str(tmp_path / "model.ts")) == {"h": 37.5, "sigma": 1.0, "min_area": 250.0}
+    assert stored_watershed_params(str(tmp_path / "model.ts")) == FITTED
     x = torch.randn(1, 2, 8, 8)
     torch.testing.assert_close(scripted(x), rebuilt(x))
 

@@ -36,6 +36,11 @@ BUNDLE = ["/site-packages/monai/bundle/__main__.py", "run"]
         ("preset", "fast"),
         ("amp", "maybe"),
         ("batch_size", True),
+        ("zoom_range", [1.3, 0.7]),
+        ("zoom_range", [0, 1.3]),
+        ("zoom_range", 1.3),
+        ("zoom_range", "12"),
+        ("intensity_augmentation", "sometimes"),
     ],
 )
 def test_wrong_values_name_the_setting(name: str, value: object) -> None:
@@ -53,6 +58,9 @@ def test_wrong_values_name_the_setting(name: str, value: object) -> None:
         ("min_area", 250),
         ("amp", "false"),
         ("seed", 0),
+        ("zoom_range", [0.75, 1.33]),
+        ("zoom_range", [1, 1]),
+        ("intensity_augmentation", False),
     ],
 )
 def test_right_values_pass(name: str, value: object) -> None:

@@ -96,7 +96,9 @@ class CellOutput(nn.Module):
     ``HMaximaWatershedd(h="auto")`` reads them back. Being buffers they are saved in ``model.pt`` and kept by
     ``torch.jit.script``. A state dict without any of them (saved before this module existed) loads as gain 1,
     offset 0 and nothing fitted: exactly the old network. One without ``watershed_min_area`` only (fitted before
-    the minimum object area existed) loads with min_area 0 where its h was fitted: every object kept, as then.
+    the minimum object area existed) loads with min_area 0 where its h was fitted: every object kept, as then;
+    one without ``watershed_min_area_fraction`` (fitted in pixels only) loads without a relative minimum area, one
+    without ``watershed_area_low`` / ``_high`` without a cell-size range (never resampled, :mod:`monai_isl.scale`).
     """
 
     def __init__(self, distance_gain: float = 1.0, distance_offset: float = 0.0) -> None:
@@ -106,6 +108,10 @@ class CellOutput(nn.Module):
         self.register_buffer("watershed_h", torch.tensor(NOT_FITTED))
         self.register_buffer("watershed_sigma", torch.tensor(NOT_FITTED))
         self.register_buffer("watershed_min_area", torch.tensor(NOT_FITTED))
+        self.register_buffer("watershed_min_area_fraction", torch.tensor(NOT_FITTED))
+        # the range of typical object areas (px) the network segments, for resampling other fields (monai_isl.scale)
+        self.register_buffer("watershed_area_low", torch.tensor(NOT_FITTED))
+        self.register_buffer("watershed_area_high", torch.tensor(NOT_FITTED))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         distance = x[:, :1] * self.distance_gain + self.distance_offset
@@ -123,7 +129,8 @@ class CellOutput(nn.Module):
     ) -> None:
         names = [prefix + n for n, _ in self.named_buffers(recurse=False)]
         legacy = not any(n in state_dict for n in names)
-        optional = names if legacy else [prefix + "watershed_min_area"]
+        added = ("watershed_min_area", "watershed_min_area_fraction", "watershed_area_low", "watershed_area_high")
+        optional = names if legacy else [prefix + n for n in added]
         if legacy:  # a checkpoint from before CellOutput: identity output, nothing fitted
             with torch.no_grad():
                 self.distance_gain.fill_(1.0)
@@ -131,6 +138,9 @@ class CellOutput(nn.Module):
                 self.watershed_h.fill_(NOT_FITTED)
                 self.watershed_sigma.fill_(NOT_FITTED)
                 self.watershed_min_area.fill_(NOT_FITTED)
+        with torch.no_grad():  # fitted before the relative minimum area / size range existed: none of them
+            for name in ("watershed_min_area_fraction", "watershed_area_low", "watershed_area_high"):
+                getattr(self, name).fill_(NOT_FITTED)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
