@@ -49,7 +49,7 @@ from monai_isl.instance_fit import fit_watershed_params
 from monai_isl.losses import CombinedLoss
 from monai_isl.metrics.instance import mean_average_precision
 from monai_isl.networks.transfer import cell_network, param_groups
-from monai_isl.postprocessing import hmaxima_watershed, remove_relatively_small_instances, smooth_distance
+from monai_isl.postprocessing import fitted_instances, hmaxima_watershed
 from monai_isl.transforms.instance import instance_distance
 
 VARIANTS = {
@@ -123,8 +123,8 @@ def run_variant(name: str, fields: dict, steps: int, roi: int, seed: int) -> dic
     pred_mask = prob > 0.5
     iou = float((pred_mask & inside).sum() / max((pred_mask | inside).sum(), 1))
     map10 = mean_average_precision(t_lab, hmaxima_watershed(dist, prob, h=10.0))
-    fitted = hmaxima_watershed(smooth_distance(dist, fit["sigma"]), prob, h=fit["h"], min_area=fit["min_area"])
-    map_auto = mean_average_precision(t_lab, remove_relatively_small_instances(fitted, fit["min_area_fraction"] or 0.0))
+    fitted = fitted_instances(dist, prob, fit["h"], fit["sigma"], fit["min_area"], fit["min_area_fraction"] or 0.0)
+    map_auto = mean_average_precision(t_lab, fitted)
     best_sigma0 = max(r[-1] for r in fit["table"] if r[0] == 0.0)
     return {
         "name": name,

@@ -29,12 +29,7 @@ import torch
 from torch import nn
 
 from .metrics.instance import map_by_min_area, mean_average_precision
-from .postprocessing import (
-    hmaxima_watershed,
-    remove_relatively_small_instances,
-    smooth_distance,
-    typical_object_area,
-)
+from .postprocessing import fitted_instances, hmaxima_watershed, smooth_distance, typical_object_area
 from .transforms.instance import instance_distance
 
 __all__ = [
@@ -330,8 +325,9 @@ def trained_area_range(
     typical object lies outside are resampled at inference (:class:`monai_isl.scale.ObjectScaleInferer`)."""
     areas = []
     for d, m in zip(distances, masks):
-        labels = hmaxima_watershed(smooth_distance(d, fitted["sigma"]), m, h=fitted["h"], mask_threshold=mask_threshold)
-        labels = remove_relatively_small_instances(labels, fitted["min_area_fraction"] or 0.0, fitted["min_area"])
+        labels = fitted_instances(
+            d, m, fitted["h"], fitted["sigma"], fitted["min_area"], fitted["min_area_fraction"] or 0.0, mask_threshold
+        )
         area = typical_object_area(labels)
         if area > 0:
             areas.append(area)

@@ -73,6 +73,7 @@ __all__ = [
     "hmaxima_watershed",
     "hmaxima_watershed_reference",
     "numba_available",
+    "fitted_instances",
     "remove_relatively_small_instances",
     "remove_small_instances",
     "smooth_distance",
@@ -162,6 +163,25 @@ def remove_relatively_small_instances(labels: np.ndarray, fraction: float, min_a
         raise ValueError(f"min_area_fraction must be a number >= 0, got {fraction!r}")
     threshold = float(fraction) * typical_object_area(labels) if fraction > 0 else 0.0
     return remove_small_instances(labels, max(threshold, float(min_area)))
+
+
+def fitted_instances(
+    distance: np.ndarray,
+    prob: np.ndarray,
+    h: float,
+    sigma: float = 0.0,
+    min_area: float = 0.0,
+    min_area_fraction: float = 0.0,
+    mask_threshold: float = 0.5,
+    method: str = "auto",
+) -> np.ndarray:
+    """The whole post-processing of one prediction: the distance smoothed by ``sigma``, :func:`hmaxima_watershed`
+    inside ``prob > mask_threshold``, then the objects below ``min_area`` pixels and below ``min_area_fraction`` x
+    the field's :func:`typical_object_area` dropped. What :class:`HMaximaWatershedd`, the fit's size range and
+    :class:`monai_isl.scale.ObjectScaleInferer` all compute with the fitted values."""
+    distance = smooth_distance(distance, sigma)
+    labels = hmaxima_watershed(distance, prob, h=h, mask_threshold=mask_threshold, method=method)
+    return remove_relatively_small_instances(labels, min_area_fraction, min_area)
 
 
 #: the watershed parameters a fitted network stores (``CellOutput`` buffers ``watershed_<name>``)
@@ -584,9 +604,9 @@ class HMaximaWatershedd(MapTransform):
             mask = arr[self.mask_channel].astype(np.float64)
             if self.sigmoid:
                 mask = 1.0 / (1.0 + np.exp(-mask))
-            distance = smooth_distance(arr[self.distance_channel], sigma)
-            labels = hmaxima_watershed(distance, mask, h=h, mask_threshold=self.mask_threshold, method=self.method)
-            labels = remove_relatively_small_instances(labels, fraction, min_area)[None]
+            labels = fitted_instances(
+                arr[self.distance_channel], mask, h, sigma, min_area, fraction, self.mask_threshold, self.method
+            )[None]
             if isinstance(x, torch.Tensor):
                 dtype = torch.int32 if labels.max(initial=0) < 2**31 else torch.int64
                 d[out_key] = convert_to_dst_type(labels.astype(np.int64), x, dtype=dtype)[0]

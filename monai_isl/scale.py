@@ -32,13 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .postprocessing import (
-    hmaxima_watershed,
-    remove_relatively_small_instances,
-    smooth_distance,
-    stored_watershed_params,
-    typical_object_area,
-)
+from .postprocessing import fitted_instances, stored_watershed_params, typical_object_area
 
 __all__ = ["MAX_ZOOM", "MIN_ZOOM", "ObjectScaleInferer", "rescale_factor"]
 
@@ -94,10 +88,11 @@ class ObjectScaleInferer:
 
     def _factor(self, output: torch.Tensor, params: dict[str, float | None]) -> float:
         pred = output.detach().float().cpu().numpy()
-        distance = smooth_distance(pred[0], params["sigma"] or 0.0)
         prob = 1.0 / (1.0 + np.exp(-pred[1].astype(np.float64)))
-        labels = hmaxima_watershed(distance, prob, h=float(params["h"]), mask_threshold=self.mask_threshold)
-        labels = remove_relatively_small_instances(labels, params["min_area_fraction"] or 0.0, params["min_area"] or 0)
+        labels = fitted_instances(
+            pred[0], prob, float(params["h"]), params["sigma"] or 0.0, params["min_area"] or 0.0,
+            params["min_area_fraction"] or 0.0, self.mask_threshold,
+        )  # fmt: skip
         area = typical_object_area(labels)
         return rescale_factor(area, params["area_low"], params["area_high"], self.max_zoom, self.min_zoom)
 

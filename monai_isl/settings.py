@@ -135,10 +135,12 @@ def zoom_range(name: str, value: Any) -> None:
     """``[min_zoom, max_zoom]``: two positive numbers, the first not above the second (``[1, 1]``: no zoom)."""
     expected = f"setting '{name}': expected [min_zoom, max_zoom] with 0 < min_zoom <= max_zoom, e.g. [0.75, 1.33]"
     try:
+        if isinstance(value, str):
+            raise TypeError
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise SettingError(f"{expected}, got {value!r}") from None
-    if not (0 < low <= high < math.inf) or isinstance(value, str):
+    if not 0 < low <= high < math.inf:
         raise SettingError(f"{expected}, got {value!r}")
 
 
