@@ -1,7 +1,8 @@
-"""``docs/figures/real_cell_instance_seg.png``: hand-drawn cells and the bundle's prediction on test field set27.
+"""``docs/figures/real_cell_instance_seg.png``: hand-drawn cells and the bundle's prediction on one test field.
 
 Runs the cell_instance_seg inference bundle (``h`` and ``min_area`` auto: the values stored in ``model.pt``) on
-set27 only, then draws the outlines of both label images over the phase-contrast field, side by side:
+one test field only (set27 unless a fifth argument names another, e.g. set24), then draws the outlines of both label
+images over the phase-contrast field, side by side:
 
     python docs/results/real_cell_cpu400/figure_set27.py outputs/usiigaci_all/cell_instance_seg.json \
         outputs/exp/cells_cpu400_minarea/models/model.pt outputs/exp/figure docs/figures/real_cell_instance_seg.png
@@ -42,10 +43,13 @@ def _outlined(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def main(datalist: str, checkpoint: str, work: str, out: str) -> None:
+def main(datalist: str, checkpoint: str, work: str, out: str, field: str = FIELD) -> None:
     folder = Path(work)
     folder.mkdir(parents=True, exist_ok=True)
-    item = next(i for i in json.loads(Path(datalist).read_text())["test"] if i["name"] == FIELD)
+    test = json.loads(Path(datalist).read_text())["test"]
+    item = next((i for i in test if i["name"] == field), None)
+    if item is None:
+        raise SystemExit(f"{datalist}: no test field named '{field}' (test fields: {[i['name'] for i in test]})")
     (folder / "cell_instance_seg.json").write_text(json.dumps({"training": [item], "test": [item]}))
     subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIG, "--dataset_dir", str(folder),
@@ -55,11 +59,11 @@ def main(datalist: str, checkpoint: str, work: str, out: str) -> None:
     image = tifffile.imread(item["image"][0]).astype(np.float32)
     truth = np.asarray(Image.open(item["label"])).astype(np.int64)
     truth = truth[..., 0] if truth.ndim == 3 else truth
-    pred = tifffile.imread(folder / "pred" / f"{FIELD}_cells.tif").astype(np.int64)
+    pred = tifffile.imread(folder / "pred" / f"{field}_cells.tif").astype(np.int64)
     score = mean_average_precision(truth, pred)
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
     for ax, labels, title in (
-        (axes[0], truth, f"{FIELD}: hand-drawn cells ({int(truth.max())})"),
+        (axes[0], truth, f"{field}: hand-drawn cells ({int(truth.max())})"),
         (axes[1], pred, f"cell_instance_seg, random init, 408 CPU steps: {int(pred.max())} cells, mAP {score:.2f}"),
     ):
         ax.imshow(_outlined(image, labels))
@@ -71,4 +75,4 @@ def main(datalist: str, checkpoint: str, work: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])
